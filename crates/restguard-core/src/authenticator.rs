@@ -1,0 +1,100 @@
+//! The [`Authenticator`] trait: one authentication scheme.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use http::{request::Parts, HeaderValue};
+
+use crate::{error::AuthError, identity::Identity, identity::Scheme, store::StoreError};
+
+/// What an authenticator sees of a request: the head (never the body) and the client IP.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestContext<'a> {
+    /// Method, URI, headers and extensions.
+    pub parts: &'a Parts,
+    /// The client's IP address, when known (socket address or trusted proxy header).
+    pub client_ip: Option<IpAddr>,
+    /// The single `Authorization` header, already checked not to be repeated.
+    pub authorization: Option<&'a HeaderValue>,
+}
+
+impl<'a> RequestContext<'a> {
+    /// Builds a context, rejecting repeated `Authorization` headers (CONTRACT §10).
+    ///
+    /// ```
+    /// use restguard_core::RequestContext;
+    /// let (parts, _) = http::Request::builder()
+    ///     .header("authorization", "Token a")
+    ///     .header("authorization", "Token b")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// assert!(RequestContext::new(&parts, None).is_err());
+    /// ```
+    pub fn new(parts: &'a Parts, client_ip: Option<IpAddr>) -> Result<Self, AuthError> {
+        let mut values = parts.headers.get_all(http::header::AUTHORIZATION).iter();
+        let authorization = values.next();
+        if values.next().is_some() {
+            return Err(AuthError::InvalidHeader {
+                detail: "Multiple Authorization headers.",
+            });
+        }
+        Ok(Self {
+            parts,
+            client_ip,
+            authorization,
+        })
+    }
+
+    /// Splits `Authorization: <keyword> <rest>` when the keyword matches one of `keywords`
+    /// (ASCII case-insensitively when `case_insensitive`). Returns the remainder's
+    /// whitespace-separated parts, DRF's `auth[1:]`.
+    pub fn authorization_parts(
+        &self,
+        keywords: &[&str],
+        case_insensitive: bool,
+    ) -> Option<Vec<&'a [u8]>> {
+        let value = self.authorization?.as_bytes();
+        let mut words = value
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        let keyword = words.next()?;
+        let matches = keywords.iter().any(|k| {
+            if case_insensitive {
+                k.as_bytes().eq_ignore_ascii_case(keyword)
+            } else {
+                k.as_bytes() == keyword
+            }
+        });
+        matches.then(|| words.collect())
+    }
+}
+
+/// One authenticator's answer (DRF's three outcomes).
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not this scheme's credentials (no header, other keyword): try the next authenticator.
+    Abstain,
+    /// The credentials are valid.
+    Authenticated(Identity),
+    /// This scheme's credentials, but invalid: the request fails.
+    Failed(AuthError),
+}
+
+/// An authentication scheme.
+///
+/// Implementations parse only what they own and must never panic on request input.
+/// Storage failures are returned as `Err` (they become 503), distinct from bad
+/// credentials (`Ok(Outcome::Failed)`).
+#[async_trait]
+pub trait Authenticator: Send + Sync + 'static {
+    /// Which scheme this is.
+    fn scheme(&self) -> Scheme;
+
+    /// The `WWW-Authenticate` challenge used when this is the route's first authenticator
+    /// and the request is not authenticated; `None` makes such responses 403 (DRF's rule).
+    fn challenge(&self) -> Option<HeaderValue>;
+
+    /// Looks at the request and answers.
+    async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError>;
+}

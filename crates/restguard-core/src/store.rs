@@ -1,0 +1,306 @@
+//! Store traits, one per concern. Implementations (memory, SQLite, …) live in
+//! `restguard-store` and all pass its conformance suite.
+
+use std::{error::Error as StdError, fmt, sync::Arc};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::identity::{User, UserId};
+
+/// A boxed error cause.
+pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The backend cannot be reached (connection refused, pool timed out): 503.
+    #[error("storage unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A uniqueness rule was violated (for example a duplicate username).
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    /// Any other backend failure: 500, with the cause only in the log.
+    #[error("storage error")]
+    Backend(#[source] BoxError),
+}
+
+impl StoreError {
+    /// Wraps a cause as [`StoreError::Unavailable`].
+    pub fn unavailable(e: impl Into<BoxError>) -> Self {
+        Self::Unavailable(e.into())
+    }
+
+    /// Wraps a cause as [`StoreError::Backend`].
+    pub fn backend(e: impl Into<BoxError>) -> Self {
+        Self::Backend(e.into())
+    }
+
+    /// True when retrying later may help (503 rather than 500).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// A user to create.
+#[derive(Clone)]
+pub struct NewUser {
+    /// Unique login name.
+    pub username: String,
+    /// E-mail (may be empty).
+    pub email: String,
+    /// Given name.
+    pub first_name: String,
+    /// Family name.
+    pub last_name: String,
+    /// Password hash in PHC or Django format; `None` stores an unusable password.
+    pub password_hash: Option<String>,
+    /// Active flag.
+    pub is_active: bool,
+    /// Staff flag.
+    pub is_staff: bool,
+    /// Superuser flag.
+    pub is_superuser: bool,
+    /// Creation time (imports keep Django's `date_joined`).
+    pub date_joined: OffsetDateTime,
+    /// Last login (imports keep Django's value).
+    pub last_login: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for NewUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NewUser")
+            .field("username", &self.username)
+            .field("password_hash", &"[redacted]")
+            .finish_non_exhaustive()
+    }
+}
+
+impl NewUser {
+    /// An active, non-staff user named `username` with no password, joined now.
+    pub fn new(username: impl Into<String>) -> Self {
+        Self {
+            username: username.into(),
+            email: String::new(),
+            first_name: String::new(),
+            last_name: String::new(),
+            password_hash: None,
+            is_active: true,
+            is_staff: false,
+            is_superuser: false,
+            date_joined: OffsetDateTime::now_utc(),
+            last_login: None,
+        }
+    }
+}
+
+/// The value Django stores for an unusable password.
+pub const UNUSABLE_PASSWORD: &str = "!";
+
+/// Users and their password hashes.
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Creates a user; a taken username is [`StoreError::Conflict`]`("user")`.
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError>;
+    /// A user by id.
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError>;
+    /// A user by exact username.
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError>;
+    /// A user and their stored password hash, by exact username.
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError>;
+    /// Replaces the password hash, sets `credentials_changed_at` to `at`, and in the same
+    /// transaction revokes every API token of the user (CONTRACT §10). Returns whether the user
+    /// exists.
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Replaces the hash only if it is still `old` (a re-hash on login, which must not undo a
+    /// concurrent password change). Does not touch `credentials_changed_at`.
+    async fn upgrade_password_hash(
+        &self,
+        id: UserId,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError>;
+    /// Sets the active flag; deactivation also sets `credentials_changed_at` to `at` and
+    /// revokes the user's API tokens. Returns whether the user exists.
+    async fn set_active(
+        &self,
+        id: UserId,
+        active: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Sets the staff and superuser flags. Returns whether the user exists.
+    async fn set_roles(
+        &self,
+        id: UserId,
+        is_staff: bool,
+        is_superuser: bool,
+    ) -> Result<bool, StoreError>;
+    /// Deletes the user and everything that belongs to them. Returns whether they existed.
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError>;
+    /// Records a successful password login.
+    async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Users ordered by id, optionally filtered by a case-insensitive substring of the username
+    /// or e-mail.
+    async fn list_users(
+        &self,
+        search: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<User>, StoreError>;
+}
+
+/// An API token's primary key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TokenId(pub i64);
+
+impl fmt::Display for TokenId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// The keyed digest of a secret (HMAC-SHA-256): what the database holds instead of the
+/// secret, and what lookups use.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SecretDigest(pub [u8; 32]);
+
+impl fmt::Debug for SecretDigest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("SecretDigest(..)")
+    }
+}
+
+/// A stored API token (never the key itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Primary key.
+    pub id: TokenId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Name given by the owner (may be empty).
+    pub name: String,
+    /// The key's first 8 characters, for recognition.
+    pub prefix: String,
+    /// Digest of the key.
+    pub digest: SecretDigest,
+    /// When it was issued.
+    pub created: OffsetDateTime,
+    /// When it last authenticated a request (updated at most once a minute).
+    pub last_used: Option<OffsetDateTime>,
+    /// When it stops working.
+    pub expiry: Option<OffsetDateTime>,
+}
+
+impl ApiToken {
+    /// True when expired at `now`.
+    pub fn is_expired(&self, now: OffsetDateTime) -> bool {
+        self.expiry.is_some_and(|e| e <= now)
+    }
+}
+
+/// An API token to store.
+#[derive(Debug, Clone)]
+pub struct NewApiToken {
+    /// Owner.
+    pub user_id: UserId,
+    /// Name.
+    pub name: String,
+    /// The key's first 8 characters.
+    pub prefix: String,
+    /// Digest of the key.
+    pub digest: SecretDigest,
+    /// Issue time.
+    pub created: OffsetDateTime,
+    /// Expiry.
+    pub expiry: Option<OffsetDateTime>,
+}
+
+/// API tokens (DRF authtoken / knox).
+#[async_trait]
+pub trait TokenStore: Send + Sync + 'static {
+    /// Stores a token; a digest collision is [`StoreError::Conflict`]`("token")`.
+    async fn create_token(&self, token: NewApiToken) -> Result<ApiToken, StoreError>;
+    /// The token with this digest and its owner (one query, no scan). Expired tokens are
+    /// returned too; the caller decides.
+    async fn token_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<(ApiToken, User)>, StoreError>;
+    /// The user's tokens, oldest first.
+    async fn tokens_for_user(&self, user_id: UserId) -> Result<Vec<ApiToken>, StoreError>;
+    /// Deletes one of the user's tokens; returns it if it existed and was theirs.
+    async fn revoke_token(
+        &self,
+        user_id: UserId,
+        id: TokenId,
+    ) -> Result<Option<ApiToken>, StoreError>;
+    /// Deletes all of the user's tokens; returns them.
+    async fn revoke_all_tokens(&self, user_id: UserId) -> Result<Vec<ApiToken>, StoreError>;
+    /// Atomically deletes `id` (if it is the user's) and stores `replacement`. Returns the old
+    /// and the new token, or `None` (nothing written) when `id` is not the user's.
+    async fn rotate_token(
+        &self,
+        user_id: UserId,
+        id: TokenId,
+        replacement: NewApiToken,
+    ) -> Result<Option<(ApiToken, ApiToken)>, StoreError>;
+    /// Records use.
+    async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Deletes tokens expired at `now`; returns how many.
+    async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// Server-wide secrets (digest keys, signing keys), shared by every instance on one database.
+#[async_trait]
+pub trait SecretStore: Send + Sync + 'static {
+    /// Returns the secret stored under `name`, storing `candidate` first if there is none.
+    /// Concurrent callers (even on other instances) all get the same value.
+    async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+}
+
+/// Reachability of a backend (`/readyz`) and schema management.
+#[async_trait]
+pub trait StoreHealth: Send + Sync + 'static {
+    /// Fails when the backend cannot answer.
+    async fn ping(&self) -> Result<(), StoreError>;
+}
+
+/// The stores a server or app uses, each behind its trait.
+#[derive(Clone)]
+pub struct Stores {
+    /// Users.
+    pub users: Arc<dyn UserStore>,
+    /// API tokens.
+    pub tokens: Arc<dyn TokenStore>,
+    /// Server secrets.
+    pub secrets: Arc<dyn SecretStore>,
+    /// Health.
+    pub health: Arc<dyn StoreHealth>,
+}
+
+impl Stores {
+    /// Uses one backend for every concern.
+    pub fn from_backend<B>(backend: Arc<B>) -> Self
+    where
+        B: UserStore + TokenStore + SecretStore + StoreHealth,
+    {
+        Self {
+            users: backend.clone(),
+            tokens: backend.clone(),
+            secrets: backend.clone(),
+            health: backend,
+        }
+    }
+}
+
+impl fmt::Debug for Stores {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Stores")
+    }
+}
