@@ -1,0 +1,314 @@
+//! The command line (CONTRACT §8).
+
+use std::{io::BufRead, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use restguard::{
+    password::{HasherConfig, PasswordError, PasswordHasher},
+    token::TokenService,
+};
+use restguard_core::{
+    secret::SecretString,
+    store::{NewUser, Stores},
+    User,
+};
+use time::OffsetDateTime;
+
+use crate::{app, config::Config, stores::Backend};
+
+/// restguard: DRF-compatible authentication server.
+#[derive(Debug, Parser)]
+#[command(name = "restguard", version, about)]
+pub(crate) struct Cli {
+    /// Configuration file (default: ./restguard.toml if present; also RESTGUARD_CONFIG).
+    #[arg(long, global = true, env = "RESTGUARD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Migrate the database if needed, then serve HTTP.
+    Serve {
+        /// Address to listen on (overrides server.bind).
+        #[arg(long)]
+        bind: Option<SocketAddr>,
+    },
+    /// Apply database migrations.
+    Migrate,
+    /// Manage users.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Manage API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+    /// Delete expired tokens.
+    FlushExpired,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Create a user.
+    Create(CreateUser),
+    /// Set a user's password (ends their tokens).
+    SetPassword {
+        /// The user.
+        username: String,
+        /// Read the password from the first line of standard input.
+        #[arg(long, required = true)]
+        password_stdin: bool,
+    },
+    /// Deactivate a user (ends their tokens).
+    Deactivate {
+        /// The user.
+        username: String,
+    },
+    /// Reactivate a user.
+    Activate {
+        /// The user.
+        username: String,
+    },
+    /// Delete a user and everything they own.
+    Delete {
+        /// The user.
+        username: String,
+    },
+}
+
+#[derive(Debug, Args)]
+struct CreateUser {
+    /// Login name.
+    username: String,
+    /// E-mail address.
+    #[arg(long, default_value = "")]
+    email: String,
+    /// Given name.
+    #[arg(long, default_value = "")]
+    first_name: String,
+    /// Family name.
+    #[arg(long, default_value = "")]
+    last_name: String,
+    /// Staff (passes is_admin_user).
+    #[arg(long)]
+    staff: bool,
+    /// Superuser.
+    #[arg(long)]
+    superuser: bool,
+    /// Create the account inactive.
+    #[arg(long)]
+    inactive: bool,
+    /// Read the password from the first line of standard input (without it, the account has
+    /// no usable password).
+    #[arg(long)]
+    password_stdin: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an API token; prints the key alone on stdout.
+    Create {
+        /// The owner.
+        username: String,
+        /// Token name.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// Lifetime in seconds.
+        #[arg(long, value_parser = clap::value_parser!(u64).range(1..=315_360_000))]
+        expires_in: Option<u64>,
+    },
+}
+
+fn read_password_line() -> anyhow::Result<SecretString> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .map_err(|e| anyhow::anyhow!("could not read the password from standard input: {e}"))?;
+    if line.ends_with('\n') {
+        line.pop();
+        if line.ends_with('\r') {
+            line.pop();
+        }
+    }
+    Ok(SecretString::new(line))
+}
+
+fn password_problem(e: PasswordError) -> anyhow::Error {
+    match e {
+        PasswordError::Empty => anyhow::anyhow!("the password may not be empty"),
+        PasswordError::TooLong => anyhow::anyhow!("the password is longer than 4096 bytes"),
+        other => anyhow::anyhow!("{other}"),
+    }
+}
+
+async fn find_user(stores: &Stores, username: &str) -> anyhow::Result<User> {
+    stores
+        .users
+        .user_by_username(username)
+        .await
+        .map_err(store_problem)?
+        .ok_or_else(|| anyhow::anyhow!("no user named {username:?}"))
+}
+
+fn store_problem(e: restguard_core::StoreError) -> anyhow::Error {
+    anyhow::anyhow!("{}", crate::error_chain(&e))
+}
+
+async fn open(config: &Config, migrate: bool) -> anyhow::Result<Backend> {
+    let backend = Backend::open(&config.database.url).await?;
+    if migrate {
+        backend.migrate().await?;
+    }
+    Ok(backend)
+}
+
+fn cli_hasher() -> PasswordHasher {
+    PasswordHasher::new(HasherConfig {
+        workers: 1,
+        low_priority: false,
+        ..HasherConfig::default()
+    })
+}
+
+impl Cli {
+    /// Runs the command.
+    pub(crate) async fn run(self) -> anyhow::Result<()> {
+        let mut config = Config::load(self.config.as_deref())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+        match self.command {
+            Command::Serve { bind } => {
+                if let Some(bind) = bind {
+                    config.server.bind = bind;
+                }
+                let backend = open(&config, true).await?;
+                let router = app::build(&config, &backend).await?;
+                let listener = tokio::net::TcpListener::bind(config.server.bind)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
+                let local = listener.local_addr()?;
+                println!("restguard listening on http://{local}");
+                tracing::info!(%local, database = %config.database.url, "serving");
+                app::serve(listener, router).await?;
+            }
+            Command::Migrate => {
+                open(&config, true).await?;
+                eprintln!("database {} is up to date", config.database.url);
+            }
+            Command::User(command) => {
+                let backend = open(&config, true).await?;
+                user_command(&backend.stores(), command).await?;
+            }
+            Command::Token(TokenCommand::Create {
+                username,
+                name,
+                expires_in,
+            }) => {
+                let stores = open(&config, true).await?.stores();
+                let user = find_user(&stores, &username).await?;
+                let tokens = TokenService::from_stores(&stores)
+                    .await
+                    .map_err(store_problem)?;
+                let issued = tokens
+                    .issue(user.id, &name, expires_in.map(Duration::from_secs))
+                    .await
+                    .map_err(store_problem)?;
+                println!("{}", issued.key.expose());
+            }
+            Command::FlushExpired => {
+                let stores = open(&config, true).await?.stores();
+                let tokens = stores
+                    .tokens
+                    .delete_expired_tokens(OffsetDateTime::now_utc())
+                    .await
+                    .map_err(store_problem)?;
+                eprintln!("deleted {tokens} expired tokens");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn user_command(stores: &Stores, command: UserCommand) -> anyhow::Result<()> {
+    let now = OffsetDateTime::now_utc();
+    match command {
+        UserCommand::Create(args) => {
+            if args.username.trim().is_empty() || args.username.chars().count() > 150 {
+                anyhow::bail!("the username must be 1 to 150 characters");
+            }
+            let password_hash = if args.password_stdin {
+                let password = read_password_line()?;
+                Some(
+                    cli_hasher()
+                        .hash(&password)
+                        .await
+                        .map_err(password_problem)?,
+                )
+            } else {
+                None
+            };
+            let user = stores
+                .users
+                .create_user(NewUser {
+                    email: args.email,
+                    first_name: args.first_name,
+                    last_name: args.last_name,
+                    password_hash,
+                    is_active: !args.inactive,
+                    is_staff: args.staff,
+                    is_superuser: args.superuser,
+                    ..NewUser::new(args.username.clone())
+                })
+                .await
+                .map_err(|e| match e {
+                    restguard_core::StoreError::Conflict(_) => {
+                        anyhow::anyhow!("a user named {:?} already exists", args.username)
+                    }
+                    other => store_problem(other),
+                })?;
+            eprintln!("created user {} (id {})", user.username, user.id);
+        }
+        UserCommand::SetPassword { username, .. } => {
+            let user = find_user(stores, &username).await?;
+            let password = read_password_line()?;
+            let hash = cli_hasher()
+                .hash(&password)
+                .await
+                .map_err(password_problem)?;
+            stores
+                .users
+                .set_password(user.id, &hash, now)
+                .await
+                .map_err(store_problem)?;
+            eprintln!("password of {username} changed; their tokens were revoked");
+        }
+        UserCommand::Deactivate { username } => {
+            let user = find_user(stores, &username).await?;
+            stores
+                .users
+                .set_active(user.id, false, now)
+                .await
+                .map_err(store_problem)?;
+            eprintln!("deactivated {username}; their tokens were revoked");
+        }
+        UserCommand::Activate { username } => {
+            let user = find_user(stores, &username).await?;
+            stores
+                .users
+                .set_active(user.id, true, now)
+                .await
+                .map_err(store_problem)?;
+            eprintln!("activated {username}");
+        }
+        UserCommand::Delete { username } => {
+            let user = find_user(stores, &username).await?;
+            stores
+                .users
+                .delete_user(user.id)
+                .await
+                .map_err(store_problem)?;
+            eprintln!("deleted {username}");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,179 @@
+//! API tokens: `/api-token-auth/`, `/api/tokens/…`, `/api/auth/logout[all]/`.
+
+use std::time::Duration;
+
+use axum::{
+    extract::{Path, State},
+    http::StatusCode,
+    Json,
+};
+use restguard::token::IssuedToken;
+use restguard_axum::Authenticated;
+use restguard_core::{
+    secret::SecretString,
+    store::{ApiToken, TokenId},
+};
+use serde_json::{json, Value};
+
+use crate::{
+    app::AppState,
+    body::{CharRules, Data, Fields},
+    error::{ApiError, ApiResult},
+    routes::rfc3339,
+};
+
+/// Longest token name.
+const NAME_MAX: usize = 64;
+/// Longest lifetime a token may be given (10 years).
+const EXPIRES_IN_MAX: i64 = 10 * 365 * 86_400;
+/// DRF's `User.username` max length.
+const USERNAME_MAX: usize = 150;
+
+fn token_json(t: &ApiToken) -> Value {
+    json!({
+        "id": t.id.0,
+        "name": t.name,
+        "prefix": t.prefix,
+        "created": rfc3339(t.created),
+        "last_used": t.last_used.map(rfc3339),
+        "expiry": t.expiry.map(rfc3339),
+    })
+}
+
+fn issued_json(issued: &IssuedToken) -> Value {
+    json!({
+        "id": issued.token.id.0,
+        "name": issued.token.name,
+        "token": issued.key.expose(),
+        "expiry": issued.token.expiry.map(rfc3339),
+    })
+}
+
+/// `POST /api-token-auth/` — DRF's `obtain_auth_token` (a new token on every call).
+pub(crate) async fn obtain(State(state): State<AppState>, data: Data) -> ApiResult<Json<Value>> {
+    let mut fields = Fields::new(&data);
+    let username = fields.char(
+        "username",
+        CharRules {
+            max_length: Some(USERNAME_MAX),
+            ..CharRules::REQUIRED
+        },
+    );
+    let password = fields.char(
+        "password",
+        CharRules {
+            trim: false,
+            ..CharRules::REQUIRED
+        },
+    );
+    fields.finish()?;
+    let (Some(username), Some(password)) = (username, password) else {
+        return Err(ApiError::non_field(
+            "Unable to log in with provided credentials.",
+        ));
+    };
+    let user = state
+        .passwords
+        .authenticate(&username, &SecretString::new(password))
+        .await?
+        .ok_or_else(|| ApiError::non_field("Unable to log in with provided credentials."))?;
+    let issued = state.tokens.issue(user.id, "", None).await?;
+    Ok(Json(json!({"token": issued.key.expose()})))
+}
+
+/// `GET /api/tokens/`.
+pub(crate) async fn list(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+) -> ApiResult<Json<Value>> {
+    let tokens = state.tokens.list(identity.user.id).await?;
+    Ok(Json(Value::Array(tokens.iter().map(token_json).collect())))
+}
+
+/// `POST /api/tokens/` `{"name"?, "expires_in"?}`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+    data: Data,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let mut fields = Fields::new(&data);
+    let name = fields.char(
+        "name",
+        CharRules {
+            required: false,
+            allow_blank: true,
+            trim: true,
+            max_length: Some(NAME_MAX),
+        },
+    );
+    let expires_in = fields.optional_int("expires_in", 1, EXPIRES_IN_MAX);
+    fields.finish()?;
+    let expires_in = expires_in.map(|s| Duration::from_secs(s.unsigned_abs()));
+    let issued = state
+        .tokens
+        .issue(identity.user.id, name.as_deref().unwrap_or(""), expires_in)
+        .await?;
+    Ok((StatusCode::CREATED, Json(issued_json(&issued))))
+}
+
+fn parse_id(raw: &str) -> ApiResult<TokenId> {
+    raw.parse::<i64>()
+        .ok()
+        .filter(|id| *id > 0)
+        .map(TokenId)
+        .ok_or(ApiError::NotFound)
+}
+
+/// `DELETE /api/tokens/<id>/`.
+pub(crate) async fn revoke(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let id = parse_id(&id)?;
+    if state.tokens.revoke(identity.user.id, id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// `POST /api/tokens/<id>/rotate/`.
+pub(crate) async fn rotate(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    let id = parse_id(&id)?;
+    let issued = state
+        .tokens
+        .rotate(identity.user.id, id)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok((StatusCode::CREATED, Json(issued_json(&issued))))
+}
+
+/// `POST /api/auth/logout/` — revokes the presenting token (knox).
+pub(crate) async fn logout(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+) -> ApiResult<StatusCode> {
+    let id = identity
+        .auth
+        .credential_id
+        .as_deref()
+        .and_then(|id| id.parse::<i64>().ok())
+        .map(TokenId)
+        .ok_or(ApiError::NotFound)?;
+    state.tokens.revoke(identity.user.id, id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /api/auth/logoutall/` — revokes every token of the user (knox).
+pub(crate) async fn logout_all(
+    State(state): State<AppState>,
+    Authenticated(identity): Authenticated,
+) -> ApiResult<StatusCode> {
+    state.tokens.revoke_all(identity.user.id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

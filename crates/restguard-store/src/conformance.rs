@@ -1,0 +1,702 @@
+//! The conformance suite every backend must pass, written only against the store traits.
+//!
+//! Each check is a public `async fn` taking a fresh store in an [`Arc`]; the
+//! [`conformance_suite!`](crate::conformance_suite) macro turns all of them into
+//! `#[tokio::test]`s for one backend:
+//!
+//! ```ignore
+//! // tests/memory.rs
+//! restguard_store::conformance_suite!(async { restguard_store::memory::MemoryStore::new() });
+//! ```
+//!
+//! When each store needs something kept alive for the duration of the test (a temporary
+//! directory, a scratch schema), use the `guarded:` form, whose expression yields
+//! `(store, guard)`; the guard is dropped after the test:
+//!
+//! ```ignore
+//! restguard_store::conformance_suite!(guarded: async {
+//!     let dir = tempfile::TempDir::new().unwrap();
+//!     let store = open_store_in(&dir).await;
+//!     (store, dir)
+//! });
+//! ```
+//!
+//! The invoking crate needs `tokio` (with the `macros` and `rt-multi-thread` features) as a
+//! dependency. Each check returns `Result<(), StoreError>`: a store error fails the test with
+//! its `Debug` output, a wrong result fails an assertion.
+
+use std::sync::Arc;
+
+use time::{macros::datetime, Duration, OffsetDateTime};
+
+pub use restguard_core::store::StoreError;
+use restguard_core::{
+    identity::UserId,
+    store::{
+        NewApiToken, NewUser, SecretDigest, SecretStore, StoreHealth, TokenId, TokenStore,
+        UserStore, UNUSABLE_PASSWORD,
+    },
+};
+
+/// A backend implementing every store trait: what the suite tests.
+pub trait Backend: UserStore + TokenStore + SecretStore + StoreHealth {}
+
+impl<T: UserStore + TokenStore + SecretStore + StoreHealth> Backend for T {}
+
+/// Expands to one `#[tokio::test]` per conformance check, each on a fresh store.
+///
+/// * `conformance_suite!(EXPR)`: `EXPR` is a future (typically an `async` block) yielding
+///   the store; it is evaluated once per test.
+/// * `conformance_suite!(guarded: EXPR)`: `EXPR` yields `(store, guard)`, and `guard` is kept
+///   alive until the test ends.
+///
+/// See the [module docs](crate::conformance).
+#[macro_export]
+macro_rules! conformance_suite {
+    (guarded: $make:expr) => {
+        $crate::__conformance_tests! {
+            $make;
+            user_create_and_get,
+            user_duplicate_username_conflicts,
+            user_credentials_return_hash,
+            set_password_changes_hash_and_revokes_tokens,
+            set_password_unknown_user,
+            upgrade_password_hash_is_compare_and_set,
+            set_active_false_revokes_tokens,
+            set_roles_updates_flags,
+            delete_user_removes_tokens,
+            record_login_sets_last_login,
+            list_users_search_limit_offset,
+            token_create_and_lookup,
+            token_unknown_digest,
+            token_duplicate_digest_conflicts,
+            tokens_for_user_oldest_first,
+            revoke_token_of_other_user,
+            revoke_all_tokens_of_user,
+            rotate_token_replaces,
+            rotate_token_conflict_writes_nothing,
+            touch_token_sets_last_used,
+            delete_expired_tokens_only_expired,
+            secret_or_insert_keeps_first,
+            secret_or_insert_concurrent,
+            ping_ok,
+            timestamps_round_trip_microseconds,
+        }
+    };
+    ($make:expr) => {
+        $crate::conformance_suite!(guarded: async { ($make.await, ()) });
+    };
+}
+
+/// Implementation detail of [`conformance_suite!`].
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __conformance_tests {
+    ($make:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() -> ::std::result::Result<(), $crate::conformance::StoreError> {
+                let (store, _guard) = $make.await;
+                $crate::conformance::$name(::std::sync::Arc::new(store)).await
+            }
+        )*
+    };
+}
+
+/// A fixed instant with sub-microsecond digits (which stores truncate away).
+const T0: OffsetDateTime = datetime!(2024-05-06 07:08:09.123_456 UTC);
+
+fn at(seconds: i64) -> OffsetDateTime {
+    T0 + Duration::seconds(seconds)
+}
+
+fn digest(n: u8) -> SecretDigest {
+    SecretDigest([n; 32])
+}
+
+fn new_token(user_id: UserId, n: u8, created: OffsetDateTime) -> NewApiToken {
+    NewApiToken {
+        user_id,
+        name: format!("token {n}"),
+        prefix: format!("pre{n:05}"),
+        digest: digest(n),
+        created,
+        expiry: None,
+    }
+}
+
+fn new_user(username: &str) -> NewUser {
+    NewUser {
+        date_joined: T0,
+        ..NewUser::new(username)
+    }
+}
+
+/// `create_user` returns the stored user; `user_by_id` and `user_by_username` find it.
+pub async fn user_create_and_get<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let mut input = new_user("alice");
+    input.email = "alice@example.com".into();
+    input.first_name = "Alice".into();
+    input.last_name = "Liddell".into();
+    input.is_staff = true;
+    input.password_hash = Some("pbkdf2_sha256$1$salt$hash".into());
+    let created = store.create_user(input).await?;
+    assert_eq!(created.username, "alice");
+    assert_eq!(created.email, "alice@example.com");
+    assert_eq!(created.first_name, "Alice");
+    assert_eq!(created.last_name, "Liddell");
+    assert!(created.is_active);
+    assert!(created.is_staff);
+    assert!(!created.is_superuser);
+    assert_eq!(created.date_joined, T0);
+    assert_eq!(created.last_login, None);
+
+    let by_id = store.user_by_id(created.id).await?;
+    assert_eq!(by_id.as_ref(), Some(&created));
+    let by_name = store.user_by_username("alice").await?;
+    assert_eq!(by_name.as_ref(), Some(&created));
+
+    assert_eq!(
+        store.user_by_username("Alice").await?,
+        None,
+        "case-sensitive"
+    );
+    assert_eq!(store.user_by_username("bob").await?, None);
+    assert_eq!(store.user_by_id(UserId(created.id.0 + 1000)).await?, None);
+
+    let bob = store.create_user(new_user("bob")).await?;
+    assert_ne!(bob.id, created.id);
+    assert!(bob.id > created.id, "ids increase");
+    Ok(())
+}
+
+/// A taken username is `Conflict`; usernames are case-sensitive.
+pub async fn user_duplicate_username_conflicts<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    store.create_user(new_user("alice")).await?;
+    let err = store
+        .create_user(new_user("alice"))
+        .await
+        .expect_err("duplicate username must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    // Like Django, `Alice` is another user.
+    store.create_user(new_user("Alice")).await?;
+    assert_eq!(store.list_users(None, 100, 0).await?.len(), 2);
+    Ok(())
+}
+
+/// `credentials` returns the user and the stored hash (`!` when created without one).
+pub async fn user_credentials_return_hash<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let mut input = new_user("alice");
+    input.password_hash = Some("argon2$hash".into());
+    let alice = store.create_user(input).await?;
+    let (user, hash) = store.credentials("alice").await?.expect("alice exists");
+    assert_eq!(user, alice);
+    assert_eq!(hash, "argon2$hash");
+
+    store.create_user(new_user("nopass")).await?;
+    let (_, hash) = store.credentials("nopass").await?.expect("nopass exists");
+    assert_eq!(hash, UNUSABLE_PASSWORD);
+
+    assert!(store.credentials("nobody").await?.is_none());
+    Ok(())
+}
+
+/// `set_password` replaces the hash, sets `credentials_changed_at`, and revokes the user's
+/// tokens (and no one else's).
+pub async fn set_password_changes_hash_and_revokes_tokens<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store.create_token(new_token(alice.id, 1, at(1))).await?;
+    store.create_token(new_token(alice.id, 2, at(2))).await?;
+    let bobs = store.create_token(new_token(bob.id, 3, at(3))).await?;
+
+    assert!(store.set_password(alice.id, "new-hash", at(60)).await?);
+    let (user, hash) = store.credentials("alice").await?.expect("alice exists");
+    assert_eq!(hash, "new-hash");
+    assert_eq!(user.credentials_changed_at, at(60));
+    assert!(store.tokens_for_user(alice.id).await?.is_empty());
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    assert_eq!(store.tokens_for_user(bob.id).await?, vec![bobs]);
+    let bob_after = store.user_by_id(bob.id).await?.expect("bob exists");
+    assert_eq!(bob_after.credentials_changed_at, bob.credentials_changed_at);
+    Ok(())
+}
+
+/// `set_password` on an unknown user returns false.
+pub async fn set_password_unknown_user<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    assert!(
+        !store
+            .set_password(UserId(alice.id.0 + 1000), "h", at(1))
+            .await?
+    );
+    let (_, hash) = store.credentials("alice").await?.expect("alice exists");
+    assert_eq!(hash, UNUSABLE_PASSWORD);
+    Ok(())
+}
+
+/// `upgrade_password_hash` only replaces a hash that is still `old`, and keeps tokens and
+/// `credentials_changed_at`.
+pub async fn upgrade_password_hash_is_compare_and_set<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let mut input = new_user("alice");
+    input.password_hash = Some("old".into());
+    let alice = store.create_user(input).await?;
+    store.create_token(new_token(alice.id, 1, at(1))).await?;
+
+    assert!(
+        !store
+            .upgrade_password_hash(alice.id, "stale", "new")
+            .await?
+    );
+    assert_eq!(store.credentials("alice").await?.expect("exists").1, "old");
+
+    assert!(store.upgrade_password_hash(alice.id, "old", "new").await?);
+    let (user, hash) = store.credentials("alice").await?.expect("exists");
+    assert_eq!(hash, "new");
+    assert_eq!(user.credentials_changed_at, alice.credentials_changed_at);
+    assert_eq!(store.tokens_for_user(alice.id).await?.len(), 1);
+
+    // A second upgrade from the same old value loses.
+    assert!(
+        !store
+            .upgrade_password_hash(alice.id, "old", "newer")
+            .await?
+    );
+    assert_eq!(store.credentials("alice").await?.expect("exists").1, "new");
+    assert!(
+        !store
+            .upgrade_password_hash(UserId(alice.id.0 + 1000), "old", "new")
+            .await?
+    );
+    Ok(())
+}
+
+/// Deactivation sets `credentials_changed_at` and revokes the user's tokens; reactivation
+/// leaves `credentials_changed_at` alone.
+pub async fn set_active_false_revokes_tokens<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store.create_token(new_token(alice.id, 1, at(1))).await?;
+    store.create_token(new_token(bob.id, 2, at(2))).await?;
+
+    assert!(store.set_active(alice.id, false, at(30)).await?);
+    let user = store.user_by_id(alice.id).await?.expect("exists");
+    assert!(!user.is_active);
+    assert_eq!(user.credentials_changed_at, at(30));
+    assert!(store.tokens_for_user(alice.id).await?.is_empty());
+    assert_eq!(store.tokens_for_user(bob.id).await?.len(), 1);
+
+    assert!(store.set_active(alice.id, true, at(40)).await?);
+    let user = store.user_by_id(alice.id).await?.expect("exists");
+    assert!(user.is_active);
+    assert_eq!(user.credentials_changed_at, at(30));
+
+    assert!(
+        !store
+            .set_active(UserId(alice.id.0 + 1000), false, at(50))
+            .await?
+    );
+    Ok(())
+}
+
+/// `set_roles` sets both flags and reports unknown users.
+pub async fn set_roles_updates_flags<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    assert!(store.set_roles(alice.id, true, true).await?);
+    let user = store.user_by_id(alice.id).await?.expect("exists");
+    assert!(user.is_staff && user.is_superuser);
+    assert!(store.set_roles(alice.id, true, false).await?);
+    let user = store.user_by_id(alice.id).await?.expect("exists");
+    assert!(user.is_staff && !user.is_superuser);
+    assert!(
+        !store
+            .set_roles(UserId(alice.id.0 + 1000), true, true)
+            .await?
+    );
+    Ok(())
+}
+
+/// `delete_user` removes the user and their tokens; a second delete returns false.
+pub async fn delete_user_removes_tokens<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store.create_token(new_token(alice.id, 1, at(1))).await?;
+    store.create_token(new_token(bob.id, 2, at(2))).await?;
+
+    assert!(store.delete_user(alice.id).await?);
+    assert!(store.user_by_id(alice.id).await?.is_none());
+    assert!(store.user_by_username("alice").await?.is_none());
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    assert!(store.tokens_for_user(alice.id).await?.is_empty());
+    assert!(store.token_by_digest(&digest(2)).await?.is_some());
+    assert!(!store.delete_user(alice.id).await?);
+
+    // The username is free again.
+    let again = store.create_user(new_user("alice")).await?;
+    assert_ne!(again.id, alice.id);
+    Ok(())
+}
+
+/// `record_login` sets `last_login`; an unknown id is not an error.
+pub async fn record_login_sets_last_login<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store.record_login(alice.id, at(5)).await?;
+    let user = store.user_by_id(alice.id).await?.expect("exists");
+    assert_eq!(user.last_login, Some(at(5)));
+    assert_eq!(user.credentials_changed_at, alice.credentials_changed_at);
+    store.record_login(UserId(alice.id.0 + 1000), at(6)).await?;
+    Ok(())
+}
+
+/// `list_users` orders by id, filters case-insensitively on username or e-mail, and pages.
+pub async fn list_users_search_limit_offset<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let mut ids = Vec::new();
+    for (name, email) in [
+        ("alice", "alice@example.com"),
+        ("bob", "bob@Example.org"),
+        ("carol", "carol@other.net"),
+        ("ALIBABA", ""),
+        ("dave", "dave@example.com"),
+    ] {
+        let mut input = new_user(name);
+        input.email = email.into();
+        ids.push(store.create_user(input).await?.id);
+    }
+    let names = |users: Vec<restguard_core::identity::User>| {
+        users.into_iter().map(|u| u.username).collect::<Vec<_>>()
+    };
+
+    let all = store.list_users(None, 100, 0).await?;
+    assert_eq!(all.iter().map(|u| u.id).collect::<Vec<_>>(), ids);
+
+    assert_eq!(names(store.list_users(None, 2, 0).await?), ["alice", "bob"]);
+    assert_eq!(
+        names(store.list_users(None, 2, 2).await?),
+        ["carol", "ALIBABA"]
+    );
+    assert_eq!(names(store.list_users(None, 2, 4).await?), ["dave"]);
+    assert!(store.list_users(None, 2, 10).await?.is_empty());
+    assert!(store.list_users(None, 0, 0).await?.is_empty());
+
+    assert_eq!(
+        names(store.list_users(Some("ali"), 100, 0).await?),
+        ["alice", "ALIBABA"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("EXAMPLE"), 100, 0).await?),
+        ["alice", "bob", "dave"]
+    );
+    assert_eq!(
+        names(store.list_users(Some("example"), 1, 1).await?),
+        ["bob"]
+    );
+    assert!(store.list_users(Some("zzz"), 100, 0).await?.is_empty());
+    // Wildcard characters are literal.
+    assert!(store.list_users(Some("%"), 100, 0).await?.is_empty());
+    assert!(store.list_users(Some("_"), 100, 0).await?.is_empty());
+    Ok(())
+}
+
+/// `create_token` stores every field; `token_by_digest` returns the token and its owner.
+pub async fn token_create_and_lookup<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let mut input = new_token(alice.id, 7, at(1));
+    input.expiry = Some(at(3600));
+    let token = store.create_token(input).await?;
+    assert_eq!(token.user_id, alice.id);
+    assert_eq!(token.name, "token 7");
+    assert_eq!(token.prefix, "pre00007");
+    assert_eq!(token.digest, digest(7));
+    assert_eq!(token.created, at(1));
+    assert_eq!(token.last_used, None);
+    assert_eq!(token.expiry, Some(at(3600)));
+
+    let (found, owner) = store
+        .token_by_digest(&digest(7))
+        .await?
+        .expect("token exists");
+    assert_eq!(found, token);
+    assert_eq!(owner, alice);
+
+    // Expired tokens are returned too.
+    let mut expired = new_token(alice.id, 8, at(1));
+    expired.expiry = Some(at(2));
+    store.create_token(expired).await?;
+    let (found, _) = store
+        .token_by_digest(&digest(8))
+        .await?
+        .expect("expired token is still returned");
+    assert!(found.is_expired(at(10)));
+    Ok(())
+}
+
+/// An unknown digest is `None`.
+pub async fn token_unknown_digest<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    let alice = store.create_user(new_user("alice")).await?;
+    store.create_token(new_token(alice.id, 1, at(1))).await?;
+    assert!(store.token_by_digest(&digest(2)).await?.is_none());
+    Ok(())
+}
+
+/// A digest collision is `Conflict`, even across users, and stores nothing.
+pub async fn token_duplicate_digest_conflicts<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let first = store.create_token(new_token(alice.id, 1, at(1))).await?;
+    let err = store
+        .create_token(new_token(bob.id, 1, at(2)))
+        .await
+        .expect_err("duplicate digest must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert!(store.tokens_for_user(bob.id).await?.is_empty());
+    let (found, owner) = store.token_by_digest(&digest(1)).await?.expect("exists");
+    assert_eq!((found, owner.id), (first, alice.id));
+    Ok(())
+}
+
+/// `tokens_for_user` lists only the user's tokens, oldest first.
+pub async fn tokens_for_user_oldest_first<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let t2 = store.create_token(new_token(alice.id, 2, at(20))).await?;
+    let t1 = store.create_token(new_token(alice.id, 1, at(10))).await?;
+    store.create_token(new_token(bob.id, 9, at(5))).await?;
+    let t3 = store.create_token(new_token(alice.id, 3, at(30))).await?;
+    assert_eq!(store.tokens_for_user(alice.id).await?, vec![t1, t2, t3]);
+    assert_eq!(store.tokens_for_user(bob.id).await?.len(), 1);
+    assert!(store
+        .tokens_for_user(UserId(bob.id.0 + 1000))
+        .await?
+        .is_empty());
+    Ok(())
+}
+
+/// Revoking another user's token returns `None` and leaves it in place.
+pub async fn revoke_token_of_other_user<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let token = store.create_token(new_token(alice.id, 1, at(1))).await?;
+
+    assert_eq!(store.revoke_token(bob.id, token.id).await?, None);
+    assert!(store.token_by_digest(&digest(1)).await?.is_some());
+    assert_eq!(
+        store
+            .revoke_token(alice.id, TokenId(token.id.0 + 1000))
+            .await?,
+        None
+    );
+
+    assert_eq!(
+        store.revoke_token(alice.id, token.id).await?,
+        Some(token.clone())
+    );
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    assert_eq!(store.revoke_token(alice.id, token.id).await?, None);
+    Ok(())
+}
+
+/// `revoke_all_tokens` deletes and returns every token of the user, and only theirs.
+pub async fn revoke_all_tokens_of_user<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let t1 = store.create_token(new_token(alice.id, 1, at(1))).await?;
+    let t2 = store.create_token(new_token(alice.id, 2, at(2))).await?;
+    let b = store.create_token(new_token(bob.id, 3, at(3))).await?;
+
+    let mut revoked = store.revoke_all_tokens(alice.id).await?;
+    revoked.sort_by_key(|t| t.id);
+    assert_eq!(revoked, vec![t1, t2]);
+    assert!(store.tokens_for_user(alice.id).await?.is_empty());
+    assert_eq!(store.tokens_for_user(bob.id).await?, vec![b]);
+    assert!(store.revoke_all_tokens(alice.id).await?.is_empty());
+    Ok(())
+}
+
+/// `rotate_token` swaps the old token for the new one; another user's id writes nothing.
+pub async fn rotate_token_replaces<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let old = store.create_token(new_token(alice.id, 1, at(1))).await?;
+
+    // Not bob's token: nothing happens, and the replacement is not stored.
+    assert!(store
+        .rotate_token(bob.id, old.id, new_token(bob.id, 2, at(2)))
+        .await?
+        .is_none());
+    assert!(store.token_by_digest(&digest(1)).await?.is_some());
+    assert!(store.token_by_digest(&digest(2)).await?.is_none());
+    assert!(store.tokens_for_user(bob.id).await?.is_empty());
+    // Unknown id: same.
+    assert!(store
+        .rotate_token(
+            alice.id,
+            TokenId(old.id.0 + 1000),
+            new_token(alice.id, 2, at(2))
+        )
+        .await?
+        .is_none());
+    assert!(store.token_by_digest(&digest(2)).await?.is_none());
+
+    let (gone, new) = store
+        .rotate_token(alice.id, old.id, new_token(alice.id, 2, at(2)))
+        .await?
+        .expect("alice's token rotates");
+    assert_eq!(gone, old);
+    assert_ne!(new.id, old.id);
+    assert_eq!(new.user_id, alice.id);
+    assert_eq!(new.digest, digest(2));
+    assert_eq!(new.created, at(2));
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    let (found, owner) = store
+        .token_by_digest(&digest(2))
+        .await?
+        .expect("new exists");
+    assert_eq!((found, owner.id), (new.clone(), alice.id));
+    assert_eq!(store.tokens_for_user(alice.id).await?, vec![new]);
+    Ok(())
+}
+
+/// A rotation whose replacement collides is `Conflict` and keeps the old token.
+pub async fn rotate_token_conflict_writes_nothing<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let old = store.create_token(new_token(alice.id, 1, at(1))).await?;
+    let other = store.create_token(new_token(alice.id, 2, at(2))).await?;
+    let err = store
+        .rotate_token(alice.id, old.id, new_token(alice.id, 2, at(3)))
+        .await
+        .expect_err("colliding replacement must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert_eq!(store.tokens_for_user(alice.id).await?, vec![old, other]);
+    Ok(())
+}
+
+/// `touch_token` sets `last_used`; an unknown id is not an error.
+pub async fn touch_token_sets_last_used<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let token = store.create_token(new_token(alice.id, 1, at(1))).await?;
+    store.touch_token(token.id, at(90)).await?;
+    let (found, _) = store.token_by_digest(&digest(1)).await?.expect("exists");
+    assert_eq!(found.last_used, Some(at(90)));
+    store.touch_token(token.id, at(200)).await?;
+    let tokens = store.tokens_for_user(alice.id).await?;
+    assert_eq!(tokens[0].last_used, Some(at(200)));
+    store
+        .touch_token(TokenId(token.id.0 + 1000), at(300))
+        .await?;
+    Ok(())
+}
+
+/// `delete_expired_tokens` deletes tokens with `expiry <= now` and nothing else.
+pub async fn delete_expired_tokens_only_expired<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let mut expired = new_token(alice.id, 1, at(0));
+    expired.expiry = Some(at(10));
+    store.create_token(expired).await?;
+    let mut at_now = new_token(bob.id, 2, at(0));
+    at_now.expiry = Some(at(100));
+    store.create_token(at_now).await?;
+    let mut future = new_token(alice.id, 3, at(0));
+    future.expiry = Some(at(101));
+    store.create_token(future).await?;
+    store.create_token(new_token(alice.id, 4, at(0))).await?;
+
+    assert_eq!(store.delete_expired_tokens(at(100)).await?, 2);
+    assert!(store.token_by_digest(&digest(1)).await?.is_none());
+    assert!(store.token_by_digest(&digest(2)).await?.is_none());
+    assert!(store.token_by_digest(&digest(3)).await?.is_some());
+    assert!(store.token_by_digest(&digest(4)).await?.is_some());
+    assert_eq!(store.delete_expired_tokens(at(100)).await?, 0);
+    Ok(())
+}
+
+/// The first stored secret wins; later candidates are ignored; names are independent.
+pub async fn secret_or_insert_keeps_first<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    assert_eq!(store.secret_or_insert("a", b"first").await?, b"first");
+    assert_eq!(store.secret_or_insert("a", b"second").await?, b"first");
+    assert_eq!(store.secret_or_insert("a", b"").await?, b"first");
+    assert_eq!(
+        store.secret_or_insert("b", &[0, 255, 1]).await?,
+        [0, 255, 1]
+    );
+    assert_eq!(store.secret_or_insert("a", b"third").await?, b"first");
+    Ok(())
+}
+
+/// Concurrent callers with different candidates all get the same value.
+pub async fn secret_or_insert_concurrent<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let tasks: Vec<_> = (0u8..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.secret_or_insert("key", &[i; 32]).await })
+        })
+        .collect();
+    let mut values = Vec::new();
+    for task in tasks {
+        values.push(task.await.expect("task panicked")?);
+    }
+    let first = values[0].clone();
+    assert!(values.iter().all(|v| *v == first), "values: {values:?}");
+    assert_eq!(first.len(), 32);
+    assert!(first.iter().all(|b| *b == first[0]) && first[0] < 16);
+    assert_eq!(store.secret_or_insert("key", b"late").await?, first);
+    Ok(())
+}
+
+/// `ping` succeeds on a working backend.
+pub async fn ping_ok<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    store.ping().await
+}
+
+/// Timestamps come back truncated to the microsecond, as the same instant, whatever the
+/// input's offset.
+pub async fn timestamps_round_trip_microseconds<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let precise = datetime!(2024-02-29 23:59:59.123_456_789 +02:00);
+    let truncated = datetime!(2024-02-29 21:59:59.123_456 UTC);
+    let before_epoch = datetime!(1969-07-20 20:17:40.000_001_5 UTC);
+    let before_epoch_truncated = datetime!(1969-07-20 20:17:40.000_001 UTC);
+
+    let mut input = new_user("alice");
+    input.date_joined = precise;
+    input.last_login = Some(before_epoch);
+    let alice = store.create_user(input).await?;
+    assert_eq!(alice.date_joined, truncated);
+    assert_eq!(alice.last_login, Some(before_epoch_truncated));
+    let read = store.user_by_id(alice.id).await?.expect("exists");
+    assert_eq!(read.date_joined, truncated);
+    assert_eq!(read.date_joined.unix_timestamp_nanos() % 1_000, 0);
+    assert_eq!(read.last_login, Some(before_epoch_truncated));
+    assert_eq!(read, alice);
+
+    store.record_login(alice.id, precise).await?;
+    let read = store.user_by_id(alice.id).await?.expect("exists");
+    assert_eq!(read.last_login, Some(truncated));
+    store.set_password(alice.id, "h", precise).await?;
+    let read = store.user_by_id(alice.id).await?.expect("exists");
+    assert_eq!(read.credentials_changed_at, truncated);
+
+    let mut token = new_token(alice.id, 1, precise);
+    token.expiry = Some(precise + Duration::nanoseconds(200));
+    let token = store.create_token(token).await?;
+    assert_eq!(token.created, truncated);
+    assert_eq!(token.expiry, Some(truncated));
+    store.touch_token(token.id, precise).await?;
+    let (read, _) = store.token_by_digest(&digest(1)).await?.expect("exists");
+    assert_eq!(read.created, truncated);
+    assert_eq!(read.expiry, Some(truncated));
+    assert_eq!(read.last_used, Some(truncated));
+    Ok(())
+}

@@ -1,0 +1,642 @@
+//! SQLite through `sqlx`.
+//!
+//! Timestamps are stored as INTEGER unix microseconds (UTC), so they come back truncated to
+//! the microsecond. Booleans are INTEGER 0/1. The schema lives in the embedded migrations
+//! under `migrations/sqlite/`; run [`SqliteStore::migrate`] once at start-up.
+
+use std::{str::FromStr, time::Duration};
+
+use async_trait::async_trait;
+use restguard_core::{
+    identity::{User, UserId},
+    store::{
+        ApiToken, NewApiToken, NewUser, SecretDigest, SecretStore, StoreError, StoreHealth,
+        TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
+    },
+};
+use sqlx::{
+    error::ErrorKind,
+    migrate::MigrateError,
+    sqlite::{
+        SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+    },
+    Row, SqlitePool,
+};
+use time::OffsetDateTime;
+
+use crate::timestamp::{from_micros, to_micros, truncate};
+
+/// How long a statement waits for another connection's write lock.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an operation waits for a free pooled connection.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pool size for file databases.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// Columns of `users` that make a [`User`], in [`user_at`]'s order.
+const USER_COLUMNS: &str = "users.id, users.username, users.email, users.first_name, \
+     users.last_name, users.is_active, users.is_staff, users.is_superuser, users.date_joined, \
+     users.last_login, users.credentials_changed_at";
+/// Number of columns in [`USER_COLUMNS`].
+const USER_COLUMN_COUNT: usize = 11;
+/// Columns of `api_tokens` that make an [`ApiToken`], in [`token_at`]'s order.
+const TOKEN_COLUMNS: &str = "api_tokens.id, api_tokens.user_id, api_tokens.name, \
+     api_tokens.prefix, api_tokens.digest, api_tokens.created, api_tokens.last_used, \
+     api_tokens.expiry";
+/// Same as [`TOKEN_COLUMNS`], unqualified (for `RETURNING`, which takes no table names).
+const TOKEN_RETURNING: &str = "id, user_id, name, prefix, digest, created, last_used, expiry";
+
+/// A SQLite-backed store implementing every store trait.
+///
+/// Cheap to clone (the pool is reference-counted).
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating it if missing) the database at `url`.
+    ///
+    /// Accepts `sqlite://PATH` (relative to the working directory, or absolute as
+    /// `sqlite:///abs/path.db`) and `sqlite::memory:`. Connections use WAL journaling,
+    /// `synchronous=NORMAL`, foreign keys and a 5 s busy timeout. An in-memory database uses a
+    /// single connection that is kept open for the life of the store.
+    ///
+    /// A URL that is not `sqlite:`, or a path that cannot be opened, is an error.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        if !url.starts_with("sqlite:") {
+            return Err(StoreError::backend(format!(
+                "not a SQLite URL (expected sqlite://PATH or sqlite::memory:): {url:?}"
+            )));
+        }
+        let in_memory = url.contains(":memory:") || url.contains("mode=memory");
+        let options = SqliteConnectOptions::from_str(url)
+            .map_err(|e| map_err(e, "database"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let pool_options = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        let pool_options = if in_memory {
+            // Each in-memory database lives only as long as a connection to it: keep exactly
+            // one, forever.
+            pool_options
+                .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
+        } else {
+            pool_options.max_connections(MAX_CONNECTIONS)
+        };
+        let pool = pool_options
+            .connect_with(options)
+            .await
+            .map_err(|e| map_err(e, "database"))?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (its connections should enable foreign keys).
+    pub fn from_pool(pool: SqlitePool) -> Self {
+        Self { pool }
+    }
+
+    /// Applies the embedded migrations that have not run yet. Idempotent.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&self.pool)
+            .await
+            .map_err(|e| match e {
+                MigrateError::Execute(e) => map_err(e, "migration"),
+                other => StoreError::backend(other),
+            })
+    }
+
+    /// The connection pool, for extensions that add their own tables.
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+}
+
+/// The one mapping from `sqlx` errors to [`StoreError`]; `entity` names what a uniqueness
+/// violation conflicts on (`"user"`, `"token"`).
+fn map_err(e: sqlx::Error, entity: &'static str) -> StoreError {
+    if let Some(db) = e.as_database_error() {
+        if db.kind() == ErrorKind::UniqueViolation {
+            return StoreError::Conflict(entity);
+        }
+        // SQLITE_BUSY / SQLITE_LOCKED (after the busy timeout): retrying later may help.
+        let primary = db
+            .code()
+            .and_then(|c| c.parse::<i32>().ok())
+            .map(|c| c & 0xff);
+        if matches!(primary, Some(5 | 6)) {
+            return StoreError::unavailable(e);
+        }
+        return StoreError::backend(e);
+    }
+    match e {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(e),
+        other => StoreError::backend(other),
+    }
+}
+
+/// Column `i` of `row`, or a backend error (never a panic) when it does not decode.
+fn get<'r, T>(row: &'r SqliteRow, i: usize) -> Result<T, StoreError>
+where
+    T: sqlx::Decode<'r, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    row.try_get(i).map_err(|e| map_err(e, "row"))
+}
+
+fn get_bool(row: &SqliteRow, i: usize) -> Result<bool, StoreError> {
+    Ok(get::<i64>(row, i)? != 0)
+}
+
+fn get_time(row: &SqliteRow, i: usize) -> Result<OffsetDateTime, StoreError> {
+    let micros: i64 = get(row, i)?;
+    from_micros(micros)
+        .ok_or_else(|| StoreError::backend(format!("timestamp out of range: {micros}")))
+}
+
+fn get_opt_time(row: &SqliteRow, i: usize) -> Result<Option<OffsetDateTime>, StoreError> {
+    match get::<Option<i64>>(row, i)? {
+        None => Ok(None),
+        Some(micros) => from_micros(micros)
+            .map(Some)
+            .ok_or_else(|| StoreError::backend(format!("timestamp out of range: {micros}"))),
+    }
+}
+
+/// The [`User`] in [`USER_COLUMNS`] starting at column `i`.
+fn user_at(row: &SqliteRow, i: usize) -> Result<User, StoreError> {
+    Ok(User {
+        id: UserId(get(row, i)?),
+        username: get(row, i + 1)?,
+        email: get(row, i + 2)?,
+        first_name: get(row, i + 3)?,
+        last_name: get(row, i + 4)?,
+        is_active: get_bool(row, i + 5)?,
+        is_staff: get_bool(row, i + 6)?,
+        is_superuser: get_bool(row, i + 7)?,
+        date_joined: get_time(row, i + 8)?,
+        last_login: get_opt_time(row, i + 9)?,
+        credentials_changed_at: get_time(row, i + 10)?,
+    })
+}
+
+/// The [`ApiToken`] in [`TOKEN_COLUMNS`] starting at column `i`.
+fn token_at(row: &SqliteRow, i: usize) -> Result<ApiToken, StoreError> {
+    let digest: Vec<u8> = get(row, i + 4)?;
+    let digest: [u8; 32] = digest
+        .try_into()
+        .map_err(|d: Vec<u8>| StoreError::backend(format!("token digest of {} bytes", d.len())))?;
+    Ok(ApiToken {
+        id: TokenId(get(row, i)?),
+        user_id: UserId(get(row, i + 1)?),
+        name: get(row, i + 2)?,
+        prefix: get(row, i + 3)?,
+        digest: SecretDigest(digest),
+        created: get_time(row, i + 5)?,
+        last_used: get_opt_time(row, i + 6)?,
+        expiry: get_opt_time(row, i + 7)?,
+    })
+}
+
+fn sort_tokens(tokens: &mut [ApiToken]) {
+    tokens.sort_by_key(|t| (t.created, t.id));
+}
+
+/// Inserts `token` on `conn` and returns the stored row.
+async fn insert_token(
+    conn: &mut sqlx::SqliteConnection,
+    token: &NewApiToken,
+) -> Result<ApiToken, StoreError> {
+    let sql = format!(
+        "INSERT INTO api_tokens (user_id, name, prefix, digest, created, expiry) \
+         VALUES (?, ?, ?, ?, ?, ?) RETURNING {TOKEN_RETURNING}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(token.user_id.0)
+        .bind(&token.name)
+        .bind(&token.prefix)
+        .bind(&token.digest.0[..])
+        .bind(to_micros(token.created))
+        .bind(token.expiry.map(to_micros))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| map_err(e, "token"))?;
+    token_at(&row, 0)
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: NewUser) -> Result<User, StoreError> {
+        let date_joined = truncate(user.date_joined);
+        let last_login = user.last_login.map(truncate);
+        let hash = user.password_hash.as_deref().unwrap_or(UNUSABLE_PASSWORD);
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, email, first_name, last_name, password, is_active, \
+             is_staff, is_superuser, date_joined, last_login, credentials_changed_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&user.username)
+        .bind(&user.email)
+        .bind(&user.first_name)
+        .bind(&user.last_name)
+        .bind(hash)
+        .bind(user.is_active)
+        .bind(user.is_staff)
+        .bind(user.is_superuser)
+        .bind(to_micros(date_joined))
+        .bind(last_login.map(to_micros))
+        .bind(to_micros(date_joined))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "user"))?;
+        Ok(User {
+            id: UserId(id),
+            username: user.username,
+            email: user.email,
+            first_name: user.first_name,
+            last_name: user.last_name,
+            is_active: user.is_active,
+            is_staff: user.is_staff,
+            is_superuser: user.is_superuser,
+            date_joined,
+            last_login,
+            credentials_changed_at: date_joined,
+        })
+    }
+
+    async fn user_by_id(&self, id: UserId) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?");
+        sqlx::query(&sql)
+            .bind(id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .map(|row| user_at(&row, 0))
+            .transpose()
+    }
+
+    async fn user_by_username(&self, username: &str) -> Result<Option<User>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?");
+        sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .map(|row| user_at(&row, 0))
+            .transpose()
+    }
+
+    async fn credentials(&self, username: &str) -> Result<Option<(User, String)>, StoreError> {
+        let sql = format!("SELECT {USER_COLUMNS}, users.password FROM users WHERE username = ?");
+        let Some(row) = sqlx::query(&sql)
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((user_at(&row, 0)?, get(&row, USER_COLUMN_COUNT)?)))
+    }
+
+    async fn set_password(
+        &self,
+        id: UserId,
+        hash: &str,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let updated =
+            sqlx::query("UPDATE users SET password = ?, credentials_changed_at = ? WHERE id = ?")
+                .bind(hash)
+                .bind(to_micros(at))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "user"))?
+                .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "user"))?;
+        Ok(true)
+    }
+
+    async fn upgrade_password_hash(
+        &self,
+        id: UserId,
+        old: &str,
+        new: &str,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE users SET password = ? WHERE id = ? AND password = ?")
+            .bind(new)
+            .bind(id.0)
+            .bind(old)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn set_active(
+        &self,
+        id: UserId,
+        active: bool,
+        at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        if active {
+            let updated = sqlx::query("UPDATE users SET is_active = 1 WHERE id = ?")
+                .bind(id.0)
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(e, "user"))?
+                .rows_affected();
+            return Ok(updated > 0);
+        }
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let updated =
+            sqlx::query("UPDATE users SET is_active = 0, credentials_changed_at = ? WHERE id = ?")
+                .bind(to_micros(at))
+                .bind(id.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "user"))?
+                .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "user"))?;
+        Ok(true)
+    }
+
+    async fn set_roles(
+        &self,
+        id: UserId,
+        is_staff: bool,
+        is_superuser: bool,
+    ) -> Result<bool, StoreError> {
+        let updated = sqlx::query("UPDATE users SET is_staff = ?, is_superuser = ? WHERE id = ?")
+            .bind(is_staff)
+            .bind(is_superuser)
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .rows_affected();
+        Ok(updated > 0)
+    }
+
+    async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        // Explicit, so that it holds even on a connection without foreign keys.
+        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .rows_affected();
+        tx.commit().await.map_err(|e| map_err(e, "user"))?;
+        Ok(deleted > 0)
+    }
+
+    async fn record_login(&self, id: UserId, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
+            .bind(to_micros(at))
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?;
+        Ok(())
+    }
+
+    async fn list_users(
+        &self,
+        search: Option<&str>,
+        limit: u32,
+        offset: u32,
+    ) -> Result<Vec<User>, StoreError> {
+        // `lower` folds ASCII only, like Django's `icontains` on SQLite.
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE ?1 IS NULL OR instr(lower(username), lower(?1)) > 0 \
+                OR instr(lower(email), lower(?1)) > 0 \
+             ORDER BY id LIMIT ?2 OFFSET ?3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(search)
+            .bind(i64::from(limit))
+            .bind(i64::from(offset))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "user"))?;
+        rows.iter().map(|row| user_at(row, 0)).collect()
+    }
+}
+
+#[async_trait]
+impl TokenStore for SqliteStore {
+    async fn create_token(&self, token: NewApiToken) -> Result<ApiToken, StoreError> {
+        let mut conn = self.pool.acquire().await.map_err(|e| map_err(e, "token"))?;
+        insert_token(&mut conn, &token).await
+    }
+
+    async fn token_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<(ApiToken, User)>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS}, {USER_COLUMNS} FROM api_tokens \
+             JOIN users ON users.id = api_tokens.user_id WHERE api_tokens.digest = ?"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(&digest.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "token"))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((token_at(&row, 0)?, user_at(&row, 8)?)))
+    }
+
+    async fn tokens_for_user(&self, user_id: UserId) -> Result<Vec<ApiToken>, StoreError> {
+        let sql = format!(
+            "SELECT {TOKEN_COLUMNS} FROM api_tokens WHERE user_id = ? ORDER BY created, id"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        rows.iter().map(|row| token_at(row, 0)).collect()
+    }
+
+    async fn revoke_token(
+        &self,
+        user_id: UserId,
+        id: TokenId,
+    ) -> Result<Option<ApiToken>, StoreError> {
+        let sql = format!(
+            "DELETE FROM api_tokens WHERE id = ? AND user_id = ? RETURNING {TOKEN_RETURNING}"
+        );
+        sqlx::query(&sql)
+            .bind(id.0)
+            .bind(user_id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "token"))?
+            .map(|row| token_at(&row, 0))
+            .transpose()
+    }
+
+    async fn revoke_all_tokens(&self, user_id: UserId) -> Result<Vec<ApiToken>, StoreError> {
+        let sql = format!("DELETE FROM api_tokens WHERE user_id = ? RETURNING {TOKEN_RETURNING}");
+        let rows = sqlx::query(&sql)
+            .bind(user_id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        let mut tokens = rows
+            .iter()
+            .map(|row| token_at(row, 0))
+            .collect::<Result<Vec<_>, _>>()?;
+        sort_tokens(&mut tokens);
+        Ok(tokens)
+    }
+
+    async fn rotate_token(
+        &self,
+        user_id: UserId,
+        id: TokenId,
+        replacement: NewApiToken,
+    ) -> Result<Option<(ApiToken, ApiToken)>, StoreError> {
+        let replacement = NewApiToken {
+            user_id,
+            ..replacement
+        };
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "token"))?;
+        let sql = format!(
+            "DELETE FROM api_tokens WHERE id = ? AND user_id = ? RETURNING {TOKEN_RETURNING}"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(id.0)
+            .bind(user_id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?
+        else {
+            // Dropping the transaction rolls it back (nothing was deleted anyway).
+            return Ok(None);
+        };
+        let old = token_at(&row, 0)?;
+        let new = insert_token(&mut tx, &replacement).await?;
+        tx.commit().await.map_err(|e| map_err(e, "token"))?;
+        Ok(Some((old, new)))
+    }
+
+    async fn touch_token(&self, id: TokenId, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE api_tokens SET last_used = ? WHERE id = ?")
+            .bind(to_micros(at))
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        Ok(())
+    }
+
+    async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let deleted =
+            sqlx::query("DELETE FROM api_tokens WHERE expiry IS NOT NULL AND expiry <= ?")
+                .bind(to_micros(now))
+                .execute(&self.pool)
+                .await
+                .map_err(|e| map_err(e, "token"))?
+                .rows_affected();
+        Ok(deleted)
+    }
+}
+
+#[async_trait]
+impl SecretStore for SqliteStore {
+    async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
+        // Insert-if-absent is atomic in SQLite, across connections and processes; the value
+        // never changes afterwards, so the read that follows sees the winner.
+        sqlx::query(
+            "INSERT INTO server_secrets (name, value) VALUES (?, ?) ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(candidate)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "secret"))?;
+        sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "secret"))
+    }
+}
+
+#[async_trait]
+impl StoreHealth for SqliteStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "database"))?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_paths() {
+        let relative = SqliteConnectOptions::from_str("sqlite://restguard.db").unwrap();
+        assert_eq!(
+            relative.get_filename(),
+            std::path::Path::new("restguard.db")
+        );
+        let absolute = SqliteConnectOptions::from_str("sqlite:///var/lib/x.db").unwrap();
+        assert_eq!(
+            absolute.get_filename(),
+            std::path::Path::new("/var/lib/x.db")
+        );
+    }
+
+    #[test]
+    fn unique_violation_maps_to_conflict_and_pool_errors_to_unavailable() {
+        assert!(map_err(sqlx::Error::PoolTimedOut, "user").is_unavailable());
+        assert!(map_err(sqlx::Error::PoolClosed, "user").is_unavailable());
+        assert!(matches!(
+            map_err(sqlx::Error::RowNotFound, "user"),
+            StoreError::Backend(_)
+        ));
+    }
+}
