@@ -58,3 +58,16 @@ impl From<Denial> for Rejected {
         Self(d)
     }
 }
+
+/// The client address ([`crate::client_ip`]), for handlers that throttle by IP themselves
+/// (password logins).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestIp(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestIp {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Self(crate::layer::client_ip(parts)))
+    }
+}

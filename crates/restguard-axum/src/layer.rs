@@ -64,7 +64,9 @@ pub struct AuthService<S> {
     table: Arc<PolicyTable>,
 }
 
-fn client_ip(request: &http::request::Parts) -> Option<IpAddr> {
+/// The client address of a request: a [`ClientIp`] extension if a layer set one, else the
+/// socket's peer address (`ConnectInfo`), else `None`.
+pub fn client_ip(request: &http::request::Parts) -> Option<IpAddr> {
     if let Some(ClientIp(ip)) = request.extensions.get::<ClientIp>() {
         return Some(*ip);
     }

@@ -35,6 +35,6 @@
 mod extract;
 mod layer;
 
-pub use extract::{Authenticated, Rejected};
-pub use layer::{AuthLayer, AuthService, ClientIp, RouteChallenge};
+pub use extract::{Authenticated, Rejected, RequestIp};
+pub use layer::{client_ip, AuthLayer, AuthService, ClientIp, RouteChallenge};
 pub use restguard_core::{Policy, PolicyTable, RouteRule};

@@ -49,9 +49,9 @@ impl<'a> RequestContext<'a> {
     /// Splits `Authorization: <keyword> <rest>` when the keyword matches one of `keywords`
     /// (ASCII case-insensitively when `case_insensitive`). Returns the remainder's
     /// whitespace-separated parts, DRF's `auth[1:]`.
-    pub fn authorization_parts(
+    pub fn authorization_parts<K: AsRef<str>>(
         &self,
-        keywords: &[&str],
+        keywords: &[K],
         case_insensitive: bool,
     ) -> Option<Vec<&'a [u8]>> {
         let value = self.authorization?.as_bytes();
@@ -60,6 +60,7 @@ impl<'a> RequestContext<'a> {
             .filter(|w| !w.is_empty());
         let keyword = words.next()?;
         let matches = keywords.iter().any(|k| {
+            let k = k.as_ref();
             if case_insensitive {
                 k.as_bytes().eq_ignore_ascii_case(keyword)
             } else {

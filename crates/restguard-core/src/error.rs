@@ -20,6 +20,9 @@ pub struct Rejection {
     /// A challenge replacing the authenticator's usual one when it is the route's first
     /// (OAuth2 adds `error="invalid_token"`).
     pub challenge: Option<HeaderValue>,
+    /// Always 403, whatever the route's challenge (DRF raises `PermissionDenied` for CSRF
+    /// failures).
+    pub forbidden: bool,
 }
 
 impl Rejection {
@@ -30,7 +33,14 @@ impl Rejection {
             code: Cow::Borrowed("authentication_failed"),
             extra: None,
             challenge: None,
+            forbidden: false,
         }
+    }
+
+    /// Makes the rejection a 403 regardless of the route's challenge (CSRF failures).
+    pub fn forbidden(mut self) -> Self {
+        self.forbidden = true;
+        self
     }
 
     /// Replaces the code.
@@ -122,6 +132,7 @@ impl Denial {
     /// The status code.
     pub fn status(&self) -> StatusCode {
         match &self.error {
+            AuthError::AuthenticationFailed(r) if r.forbidden => StatusCode::FORBIDDEN,
             AuthError::NotAuthenticated | AuthError::AuthenticationFailed(_) => {
                 if self.challenge.is_some() {
                     StatusCode::UNAUTHORIZED
@@ -263,6 +274,20 @@ mod tests {
             d.body()["detail"],
             "Request was throttled. Expected available in 59 seconds."
         );
+    }
+
+    #[test]
+    fn forbidden_rejections_are_403_even_with_a_challenge() {
+        let d = Denial::new(
+            Rejection::new("CSRF Failed: CSRF token missing.")
+                .with_code("csrf_failed")
+                .forbidden()
+                .into(),
+            Some(HeaderValue::from_static("Token")),
+        );
+        assert_eq!(d.status(), StatusCode::FORBIDDEN);
+        let r = d.into_response();
+        assert!(r.headers().get(header::WWW_AUTHENTICATE).is_none());
     }
 
     #[test]

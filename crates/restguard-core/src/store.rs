@@ -264,6 +264,234 @@ pub trait SecretStore: Send + Sync + 'static {
     async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
 }
 
+/// A refresh-token family's id: every refresh token descended (by rotation) from one login
+/// shares it, so that presenting a rotated token can revoke all of them (RFC 9700 §4.14.2).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FamilyId(pub String);
+
+impl fmt::Display for FamilyId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A JWT refresh token to record (never the token: its `jti`'s digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    /// Digest of the token's `jti`.
+    pub jti: SecretDigest,
+    /// The family (ignored by [`JwtStore::consume_refresh`], which uses the consumed token's).
+    pub family: FamilyId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Issue time.
+    pub created: OffsetDateTime,
+    /// The token's `exp`.
+    pub expires_at: OffsetDateTime,
+}
+
+/// A recorded JWT refresh token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// Digest of the token's `jti`.
+    pub jti: SecretDigest,
+    /// The family.
+    pub family: FamilyId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Issue time.
+    pub created: OffsetDateTime,
+    /// The token's `exp`.
+    pub expires_at: OffsetDateTime,
+    /// When it was exchanged for a new one (rotation); a used token is dead.
+    pub used_at: Option<OffsetDateTime>,
+    /// When its family was revoked (reuse detected, logout).
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+/// The answer of [`JwtStore::consume_refresh`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// This call marked the token used (exactly one caller ever gets this); the replacement,
+    /// if any, was stored in the same family. Holds the consumed token and the replacement.
+    Consumed(RefreshToken, Option<RefreshToken>),
+    /// The token had been used before: a replay. The caller should revoke the family.
+    AlreadyUsed(RefreshToken),
+    /// The token's family has been revoked.
+    Revoked(RefreshToken),
+    /// No such token.
+    Unknown,
+}
+
+/// JWT state: refresh-token records (families, single use) and the `jti` blacklist.
+///
+/// Only digests of `jti`s are stored (CONTRACT §10).
+#[async_trait]
+pub trait JwtStore: Send + Sync + 'static {
+    /// Records a refresh token; a digest collision is [`StoreError::Conflict`]`("refresh token")`.
+    async fn create_refresh(&self, token: NewRefreshToken) -> Result<RefreshToken, StoreError>;
+    /// The recorded refresh token with this `jti` digest.
+    async fn refresh_by_jti(&self, jti: &SecretDigest) -> Result<Option<RefreshToken>, StoreError>;
+    /// Atomically marks the token used — only if it is neither used nor revoked — and, when
+    /// that succeeded, stores `replacement` in the consumed token's family, all or nothing.
+    /// Of any number of concurrent calls for one token, exactly one gets
+    /// [`RefreshUse::Consumed`] (a conditional write, never check-then-act).
+    async fn consume_refresh(
+        &self,
+        jti: &SecretDigest,
+        replacement: Option<NewRefreshToken>,
+        at: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError>;
+    /// Revokes every token of the family not yet revoked; returns how many.
+    async fn revoke_family(&self, family: &FamilyId, at: OffsetDateTime)
+        -> Result<u64, StoreError>;
+    /// Adds a `jti` to the blacklist; `false` when it already was.
+    async fn blacklist_jti(
+        &self,
+        jti: &SecretDigest,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError>;
+    /// Whether the `jti` is blacklisted.
+    async fn is_blacklisted(&self, jti: &SecretDigest) -> Result<bool, StoreError>;
+    /// Deletes refresh records and blacklist rows with `expires_at <= now`; returns how many.
+    async fn delete_expired_jwt(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// A stored JWT signing key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    /// Key id (the JWT header's `kid`), unique.
+    pub kid: String,
+    /// JWA name: `HS256`, `RS256`, `ES256`, `EdDSA`, ….
+    pub algorithm: String,
+    /// Private key: the HMAC secret, or a PKCS#8 PEM document.
+    pub private_key: Vec<u8>,
+    /// The public key as a JWK (JSON), for asymmetric algorithms.
+    pub public_jwk: Option<String>,
+    /// When it was created.
+    pub created: OffsetDateTime,
+    /// When a newer key replaced it for signing (it still verifies for a while).
+    pub retired_at: Option<OffsetDateTime>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("algorithm", &self.algorithm)
+            .field("private_key", &"[redacted]")
+            .field("public_jwk", &self.public_jwk)
+            .field("created", &self.created)
+            .field("retired_at", &self.retired_at)
+            .finish()
+    }
+}
+
+/// JWT signing keys, shared by every instance on one database.
+#[async_trait]
+pub trait SigningKeyStore: Send + Sync + 'static {
+    /// Every key, oldest first (ties by `kid`).
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError>;
+    /// Stores `key` only if no key of its algorithm is active (not retired); returns whether
+    /// it was stored. Atomic: of instances starting together, one key wins.
+    async fn add_first_signing_key(&self, key: SigningKey) -> Result<bool, StoreError>;
+    /// Atomically retires (at `at`) every active key of `key`'s algorithm and stores `key`.
+    /// A duplicate `kid` is [`StoreError::Conflict`]`("signing key")` and writes nothing.
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKey,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError>;
+    /// Deletes keys retired at or before `before`; returns how many.
+    async fn delete_retired_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError>;
+}
+
+/// A server-side session's primary key: a non-secret handle for listing and ending sessions
+/// (the secret session id lives only in the cookie; the store holds its digest).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionId(pub i64);
+
+impl fmt::Display for SessionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// A stored browser session (never the cookie value: its digest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionRecord {
+    /// Primary key.
+    pub id: SessionId,
+    /// Owner.
+    pub user_id: UserId,
+    /// Digest of the session id (the cookie value).
+    pub digest: SecretDigest,
+    /// When the user logged in.
+    pub created: OffsetDateTime,
+    /// Last request seen (written at most about once a minute).
+    pub last_seen: OffsetDateTime,
+    /// Absolute end of the session.
+    pub expires_at: OffsetDateTime,
+    /// The browser's `User-Agent` at login (truncated).
+    pub user_agent: String,
+    /// The client IP at login, if known.
+    pub ip: Option<String>,
+}
+
+/// A session to store.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    /// Owner.
+    pub user_id: UserId,
+    /// Digest of the session id.
+    pub digest: SecretDigest,
+    /// Login time (also the first `last_seen`).
+    pub created: OffsetDateTime,
+    /// Absolute end.
+    pub expires_at: OffsetDateTime,
+    /// `User-Agent` at login.
+    pub user_agent: String,
+    /// Client IP at login.
+    pub ip: Option<String>,
+}
+
+/// Server-side sessions (Django's `django_session`, keyed by digest).
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a session; a digest collision is [`StoreError::Conflict`]`("session")`, an
+    /// unknown owner a backend error.
+    async fn create_session(&self, session: NewSession) -> Result<SessionRecord, StoreError>;
+    /// The session with this digest and its owner (one query, no scan). Expired sessions are
+    /// returned too; the caller decides.
+    async fn session_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError>;
+    /// The user's sessions, oldest first.
+    async fn sessions_for_user(&self, user_id: UserId) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Records activity.
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError>;
+    /// Deletes one of the user's sessions; returns it if it existed and was theirs.
+    async fn delete_session(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError>;
+    /// Deletes all of the user's sessions except `keep`; returns the deleted ones.
+    async fn delete_user_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionRecord>, StoreError>;
+    /// Deletes sessions with `expires_at <= now`, and, when `idle_before` is given, those last
+    /// seen at or before it; returns how many.
+    async fn delete_expired_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_before: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError>;
+}
+
 /// Reachability of a backend (`/readyz`) and schema management.
 #[async_trait]
 pub trait StoreHealth: Send + Sync + 'static {
@@ -280,6 +508,12 @@ pub struct Stores {
     pub tokens: Arc<dyn TokenStore>,
     /// Server secrets.
     pub secrets: Arc<dyn SecretStore>,
+    /// JWT refresh records and blacklist.
+    pub jwt: Arc<dyn JwtStore>,
+    /// JWT signing keys.
+    pub signing_keys: Arc<dyn SigningKeyStore>,
+    /// Browser sessions.
+    pub sessions: Arc<dyn SessionStore>,
     /// Health.
     pub health: Arc<dyn StoreHealth>,
 }
@@ -288,12 +522,21 @@ impl Stores {
     /// Uses one backend for every concern.
     pub fn from_backend<B>(backend: Arc<B>) -> Self
     where
-        B: UserStore + TokenStore + SecretStore + StoreHealth,
+        B: UserStore
+            + TokenStore
+            + SecretStore
+            + JwtStore
+            + SigningKeyStore
+            + SessionStore
+            + StoreHealth,
     {
         Self {
             users: backend.clone(),
             tokens: backend.clone(),
             secrets: backend.clone(),
+            jwt: backend.clone(),
+            signing_keys: backend.clone(),
+            sessions: backend.clone(),
             health: backend,
         }
     }

@@ -9,21 +9,28 @@ use axum::{
 };
 use restguard::{
     basic::Basic,
+    jwt::{JwtAuth, JwtService},
     password::{HasherConfig, PasswordAuth, PasswordHasher},
+    throttle::{LoginThrottle, RateThrottle, ThrottleKind},
     token::{TokenAuth, TokenService},
+};
+use restguard::{
+    csrf::CsrfPolicy,
+    session::{Session, SessionService},
 };
 use restguard_axum::AuthLayer;
 use restguard_core::{
     permission::{AllowAny, HasScope, IsAdminUser, IsAuthenticated, IsAuthenticatedOrReadOnly},
+    rate::Rate,
     store::Stores,
-    Authenticator, Permission, Policy, PolicyTable, RouteRule,
+    Authenticator, Permission, Policy, PolicyTable, RouteRule, Throttle,
 };
 use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer};
 
 use crate::{
     config::Config,
     error::ApiError,
-    routes::{health, me, tokens},
+    routes::{health, jwt, me, pages, session, tokens},
     stores::Backend,
 };
 
@@ -33,29 +40,67 @@ pub(crate) struct AppState {
     pub(crate) stores: Stores,
     pub(crate) passwords: PasswordAuth,
     pub(crate) tokens: TokenService,
+    pub(crate) jwt: JwtService,
+    /// `WWW-Authenticate` of the JWT endpoints' 401s.
+    pub(crate) jwt_challenge: http::HeaderValue,
     pub(crate) body_limit: usize,
+    /// Browser sessions.
+    pub(crate) sessions: SessionService,
+    /// Django's CSRF settings.
+    pub(crate) csrf: Arc<CsrfPolicy>,
+    /// Whether the CSRF cookie is marked `Secure`.
+    pub(crate) csrf_cookie_secure: bool,
 }
 
 /// The authenticators a configuration can name.
 pub(crate) struct Schemes {
     token: Arc<dyn Authenticator>,
+    jwt: Arc<dyn Authenticator>,
     basic: Arc<dyn Authenticator>,
+    session: Arc<dyn Authenticator>,
 }
 
 impl Schemes {
     fn by_name(&self, name: &str, key: &str) -> Result<Arc<dyn Authenticator>, String> {
         match name {
             "token" => Ok(self.token.clone()),
+            "jwt" => Ok(self.jwt.clone()),
             "basic" => Ok(self.basic.clone()),
-            "session" | "jwt" | "oauth2" => Err(format!(
-                "{key}: authenticator \"{name}\" is not available in this version (token, basic)"
+            "session" => Ok(self.session.clone()),
+            "oauth2" => Err(format!(
+                "{key}: authenticator \"{name}\" is not available in this version (token, jwt, basic, session)"
             )),
             other => Err(format!(
-                "{key}: unknown authenticator \"{other}\" (token, basic)"
+                "{key}: unknown authenticator \"{other}\" (token, jwt, basic, session)"
             )),
         }
     }
 }
+
+/// Session endpoints and page assets with their own CSRF handling: open in the table.
+pub(crate) const SESSION_ENDPOINTS: [&str; 7] = [
+    "/api/csrf/",
+    "/api/session/login/",
+    "/api/session/logout/",
+    "/api-auth/login/",
+    "/api-auth/logout/",
+    "/static/restguard.css",
+    "/static/account.js",
+];
+
+/// The server-rendered pages (each handler requires a session itself).
+pub(crate) const PAGE_PREFIXES: [&str; 2] = ["/account/", "/admin/"];
+
+/// The JWT endpoints: open (no authenticators, `AllowAny`), like DRF's token views.
+pub(crate) const JWT_ENDPOINTS: [&str; 7] = [
+    "/api/token/",
+    "/api/token/refresh/",
+    "/api/token/verify/",
+    "/api/token/blacklist/",
+    "/api/token/sliding/",
+    "/api/token/sliding/refresh/",
+    "/api/token/jwks/",
+];
 
 fn permission_by_name(name: &str, key: &str) -> Result<Arc<dyn Permission>, String> {
     Ok(match name {
@@ -72,13 +117,58 @@ fn permission_by_name(name: &str, key: &str) -> Result<Arc<dyn Permission>, Stri
     })
 }
 
+/// The configured rate throttles, one shared instance per name (so every route naming `user`
+/// counts in the same buckets, as DRF's cache keys do).
+pub(crate) struct Throttles {
+    anon: Option<Arc<dyn Throttle>>,
+    user: Option<Arc<dyn Throttle>>,
+    scopes: std::collections::BTreeMap<String, Arc<dyn Throttle>>,
+}
+
+impl Throttles {
+    pub(crate) fn from_config(config: &crate::config::ThrottleConfig) -> Self {
+        let make = |kind: ThrottleKind, rate: Rate| -> Arc<dyn Throttle> {
+            Arc::new(RateThrottle::new(kind, rate))
+        };
+        Self {
+            anon: config.anon.map(|r| make(ThrottleKind::Anon, r.0)),
+            user: config.user.map(|r| make(ThrottleKind::User, r.0)),
+            scopes: config
+                .scopes
+                .iter()
+                .map(|(name, r)| (name.clone(), make(ThrottleKind::Scoped(name.clone()), r.0)))
+                .collect(),
+        }
+    }
+
+    /// DRF's `DEFAULT_THROTTLE_CLASSES`: `anon` and `user` when their rates are set.
+    fn defaults(&self) -> Vec<Arc<dyn Throttle>> {
+        self.anon.iter().chain(self.user.iter()).cloned().collect()
+    }
+
+    fn by_name(&self, name: &str, key: &str) -> Result<Arc<dyn Throttle>, String> {
+        let found = match name {
+            "anon" => self.anon.clone(),
+            "user" => self.user.clone(),
+            scope => self.scopes.get(scope).cloned(),
+        };
+        found.ok_or_else(|| {
+            format!("{key}: throttle \"{name}\" has no rate (set throttle.{name} or throttle.scopes.{name})")
+        })
+    }
+}
+
 fn build_policy(
     schemes: &Schemes,
     authenticators: &[String],
     permissions: &[String],
+    throttles: &[Arc<dyn Throttle>],
     key: &str,
 ) -> Result<Policy, String> {
     let mut builder = Policy::builder();
+    for throttle in throttles {
+        builder = builder.shared_throttle(throttle.clone());
+    }
     for name in authenticators {
         builder =
             builder.shared_authenticator(schemes.by_name(name, &format!("{key}.authenticators"))?);
@@ -93,10 +183,13 @@ fn build_policy(
 /// The policy table: the configured default, the configured routes, and the server's own
 /// endpoints (which fix their policy, as DRF views do).
 pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyTable, String> {
+    let throttles = Throttles::from_config(&config.throttle);
+    let default_throttles = throttles.defaults();
     let default = build_policy(
         schemes,
         &config.auth.authenticators,
         &config.auth.permissions,
+        &default_throttles,
         "auth",
     )?;
     let open = Policy::builder().permission(AllowAny).build();
@@ -108,6 +201,7 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
         schemes,
         &config.auth.authenticators,
         &["allow_any".to_owned()],
+        &default_throttles,
         "auth",
     )?;
     let mut table = PolicyTable::new(default);
@@ -116,11 +210,13 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
         if !route.path.starts_with('/') {
             return Err(format!("{key}.path: must start with '/'"));
         }
-        if route.throttles.as_ref().is_some_and(|t| !t.is_empty()) {
-            return Err(format!(
-                "{key}.throttles: throttles are not available in this version"
-            ));
-        }
+        let route_throttles = match &route.throttles {
+            Some(names) => names
+                .iter()
+                .map(|n| throttles.by_name(n, &format!("{key}.throttles")))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => default_throttles.clone(),
+        };
         let authenticators = route
             .authenticators
             .as_ref()
@@ -129,7 +225,7 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
             .permissions
             .as_ref()
             .unwrap_or(&config.auth.permissions);
-        let policy = build_policy(schemes, authenticators, permissions, &key)?;
+        let policy = build_policy(schemes, authenticators, permissions, &route_throttles, &key)?;
         let mut rule = RouteRule::prefix(route.path.clone());
         if let Some(methods) = &route.methods {
             let parsed = methods
@@ -145,10 +241,21 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
         table = table.with_route(rule, policy);
     }
     // The server's own endpoints: exact rules, which beat any configured prefix.
-    for path in ["/healthz", "/readyz", "/api-token-auth/"] {
+    for path in ["/healthz", "/readyz", "/api-token-auth/"]
+        .into_iter()
+        .chain(JWT_ENDPOINTS)
+    {
         table = table.with_route(RouteRule::exact(path), open.clone());
     }
     table = table.with_route(RouteRule::exact("/api/ping/"), default_chain_allow_any);
+    // Session login, CSRF and the pages check the session and CSRF themselves (login CSRF
+    // applies before anyone is authenticated; forms carry the token in the body).
+    for path in SESSION_ENDPOINTS {
+        table = table.with_route(RouteRule::exact(path), open.clone());
+    }
+    for prefix in PAGE_PREFIXES {
+        table = table.with_route(RouteRule::prefix(prefix), open.clone());
+    }
     for path in ["/api/auth/logout/", "/api/auth/logoutall/"] {
         table = table.with_route(RouteRule::exact(path), token_only.clone());
     }
@@ -166,28 +273,65 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         max_in_flight: config.password.max_in_flight,
         ..HasherConfig::default()
     });
-    let passwords = PasswordAuth::new(stores.users.clone(), hasher);
+    let passwords = PasswordAuth::new(stores.users.clone(), hasher).with_login_throttle(
+        LoginThrottle::new(config.throttle.login_ip.0, config.throttle.login_user.0),
+    );
     let digester = restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?;
-    let tokens = TokenService::new(stores.tokens.clone(), digester, config.token.cache_ttl.0);
+    let tokens = TokenService::new(
+        stores.tokens.clone(),
+        digester.clone(),
+        config.token.cache_ttl.0,
+    );
+    let jwt_service = JwtService::new(
+        stores.users.clone(),
+        stores.jwt.clone(),
+        stores.signing_keys.clone(),
+        digester,
+        config.jwt.settings(),
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("jwt: {}", crate::error_chain(&e)))?;
+    let jwt_auth =
+        JwtAuth::with_header_types(jwt_service.clone(), config.jwt.header_types.0.clone());
+    let jwt_challenge = jwt_auth
+        .challenge()
+        .unwrap_or_else(|| http::HeaderValue::from_static("Bearer realm=\"api\""));
+    let session_settings = config.session.settings().map_err(anyhow::Error::msg)?;
+    let csrf = config
+        .csrf
+        .policy(config.server.public_url.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    let csrf_cookie_secure = config
+        .csrf
+        .cookie_secure
+        .unwrap_or(session_settings.cookie_secure);
+    let sessions = SessionService::from_stores(&stores, session_settings).await?;
     let schemes = Schemes {
         token: Arc::new(TokenAuth::with_keywords(
             tokens.clone(),
             config.token.keyword.0.clone(),
         )),
+        jwt: Arc::new(jwt_auth),
         basic: Arc::new(Basic::new(passwords.clone())),
+        session: Arc::new(Session::new(sessions.clone(), csrf.clone())),
     };
     let table = policy_table(config, &schemes).map_err(anyhow::Error::msg)?;
     let state = AppState {
         stores,
         passwords,
         tokens,
+        jwt: jwt_service,
+        jwt_challenge,
         body_limit: config.server.body_limit.0,
+        sessions,
+        csrf: Arc::new(csrf),
+        csrf_cookie_secure,
     };
-    Ok(router(state, table))
+    Ok(router(state, table, config.throttle.num_proxies))
 }
 
 /// The HTTP routes.
-pub(crate) fn router(state: AppState, table: PolicyTable) -> Router {
+pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) -> Router {
     let sensitive: [HeaderName; 3] = [
         header::AUTHORIZATION,
         header::COOKIE,
@@ -204,27 +348,58 @@ pub(crate) fn router(state: AppState, table: PolicyTable) -> Router {
         .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
         .route("/api/auth/logout/", post(tokens::logout))
         .route("/api/auth/logoutall/", post(tokens::logout_all))
+        .route("/api/token/", post(jwt::obtain))
+        .route("/api/token/refresh/", post(jwt::refresh))
+        .route("/api/token/verify/", post(jwt::verify))
+        .route("/api/token/blacklist/", post(jwt::blacklist))
+        .route("/api/token/sliding/", post(jwt::sliding_obtain))
+        .route("/api/token/sliding/refresh/", post(jwt::sliding_refresh))
+        .route("/api/token/jwks/", get(jwt::jwks))
+        .merge(session_routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: http::Method| async move {
             ApiError::MethodNotAllowed(method)
         })
         .with_state(state)
         .layer(AuthLayer::new(table))
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                forwarded_client_ip(request, next, num_proxies)
+            },
+        ))
         .layer(TraceLayer::new_for_http())
         .layer(SetSensitiveRequestHeadersLayer::new(sensitive))
 }
 
-/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish.
+/// Serves until SIGTERM or Ctrl-C, then lets in-flight requests finish for at most `grace`.
 pub(crate) async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
+    grace: std::time::Duration,
 ) -> std::io::Result<()> {
-    axum::serve(
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(
         listener,
         router.into_make_service_with_connect_info::<SocketAddr>(),
     )
-    .with_graceful_shutdown(shutdown_signal())
-    .await
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        let _ = stopping_tx.send(());
+    });
+    let deadline = async move {
+        if stopping_rx.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = server => result,
+        () = deadline => {
+            tracing::warn!(?grace, "requests still in flight after the grace period; closing them");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
@@ -247,4 +422,75 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
+}
+
+/// DRF's `get_ident` with `NUM_PROXIES`: behind `num_proxies` trusted proxies the client is the
+/// address that many entries from the right of `X-Forwarded-For`; with none, the socket's
+/// peer. A client cannot choose its own IP: entries it adds sit further left.
+async fn forwarded_client_ip(
+    mut request: axum::extract::Request,
+    next: axum::middleware::Next,
+    num_proxies: usize,
+) -> axum::response::Response {
+    if num_proxies > 0 {
+        let forwarded = request
+            .headers()
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .collect::<Vec<_>>();
+        if !forwarded.is_empty() {
+            let index = forwarded.len() - num_proxies.min(forwarded.len());
+            if let Ok(ip) = forwarded[index].parse::<std::net::IpAddr>() {
+                request
+                    .extensions_mut()
+                    .insert(restguard_axum::ClientIp(ip));
+            }
+        }
+    }
+    next.run(request).await
+}
+
+/// Session login (CONTRACT §4) and the pages.
+fn session_routes() -> Router<AppState> {
+    use crate::routes::pages::{account, admin, auth};
+    Router::new()
+        .route("/api/csrf/", get(session::csrf_token))
+        .route("/api/session/login/", post(session::login))
+        .route("/api/session/logout/", post(session::logout))
+        .route(
+            "/api-auth/login/",
+            get(auth::login_form).post(auth::login_submit),
+        )
+        .route(
+            "/api-auth/logout/",
+            get(auth::logout_form).post(auth::logout_submit),
+        )
+        .route("/static/restguard.css", get(pages::stylesheet))
+        .route("/static/account.js", get(pages::account_js))
+        .route("/account/", get(account::show))
+        .route("/account/tokens/", post(account::create_token))
+        .route("/account/tokens/{id}/rotate/", post(account::rotate_token))
+        .route("/account/tokens/{id}/revoke/", post(account::revoke_token))
+        .route(
+            "/account/sessions/others/end/",
+            post(account::end_other_sessions),
+        )
+        .route("/account/sessions/{id}/end/", post(account::end_session))
+        .route("/account/password/", post(account::change_password))
+        .route("/admin/", get(admin::list))
+        .route("/admin/users/", post(admin::create))
+        .route("/admin/users/{id}/", get(admin::detail))
+        .route("/admin/users/{id}/active/", post(admin::set_active))
+        .route("/admin/users/{id}/password/", post(admin::reset_password))
+        .route(
+            "/admin/users/{id}/tokens/{token}/revoke/",
+            post(admin::revoke_token),
+        )
+        .route(
+            "/admin/users/{id}/sessions/{session}/end/",
+            post(admin::end_session),
+        )
 }

@@ -213,14 +213,21 @@ impl<'a> Fields<'a> {
             }
             return Some(String::new());
         }
+        // DRF runs every validator and reports every failure, in this order.
+        let mut problems = Vec::new();
         if let Some(max) = rules.max_length {
             if value.chars().count() > max {
-                self.error(
-                    field,
-                    format!("Ensure this field has no more than {max} characters."),
-                );
-                return None;
+                problems.push(Value::String(format!(
+                    "Ensure this field has no more than {max} characters."
+                )));
             }
+        }
+        if value.contains('\0') {
+            problems.push(Value::String("Null characters are not allowed.".into()));
+        }
+        if !problems.is_empty() {
+            self.errors.insert(field.to_owned(), Value::Array(problems));
+            return None;
         }
         Some(value)
     }
@@ -234,7 +241,15 @@ impl<'a> Fields<'a> {
                     .filter(|f| f.fract() == 0.0 && f.abs() < 9e15)
                     .map(|f| f as i64)
             }),
-            Some(Value::String(s)) if s.len() <= 1000 => s.trim().parse().ok(),
+            // DRF: `int(re.sub(r"\.0*\s*$", "", data))`, so "60.0" and " 60 " are 60.
+            Some(Value::String(s)) if s.len() <= 1000 => {
+                let s = s.trim();
+                let s = match s.rfind('.') {
+                    Some(dot) if s[dot + 1..].bytes().all(|b| b == b'0') => &s[..dot],
+                    _ => s,
+                };
+                s.trim_start().parse().ok()
+            }
             Some(_) => None,
         };
         let Some(n) = n else {
@@ -321,5 +336,39 @@ mod tests {
             json!(["Ensure this field has no more than 2 characters."])
         );
         assert_eq!(errors["missing"], json!(["This field is required."]));
+    }
+
+    #[test]
+    fn null_characters_and_decimal_integers() {
+        let data = Data(
+            serde_json::from_str::<Map<String, Value>>(
+                r#"{"a":"x\u0000y","b":"xx\u0000","c":"60.0","d":" 7. ","e":"6.5","f":"1e3"}"#,
+            )
+            .unwrap(),
+        );
+        let mut f = Fields::new(&data);
+        assert_eq!(f.char("a", CharRules::REQUIRED), None);
+        let short = CharRules {
+            max_length: Some(2),
+            ..CharRules::REQUIRED
+        };
+        assert_eq!(f.char("b", short), None);
+        assert_eq!(f.optional_int("c", 1, 100), Some(60));
+        assert_eq!(f.optional_int("d", 1, 100), Some(7));
+        assert_eq!(f.optional_int("e", 1, 100), None);
+        assert_eq!(f.optional_int("f", 1, 10_000), None);
+        let Err(ApiError::Validation(errors)) = f.finish() else {
+            panic!("expected errors")
+        };
+        assert_eq!(errors["a"], json!(["Null characters are not allowed."]));
+        assert_eq!(
+            errors["b"],
+            json!([
+                "Ensure this field has no more than 2 characters.",
+                "Null characters are not allowed."
+            ])
+        );
+        assert_eq!(errors["e"], json!(["A valid integer is required."]));
+        assert_eq!(errors["f"], json!(["A valid integer is required."]));
     }
 }

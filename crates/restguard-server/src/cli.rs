@@ -4,6 +4,7 @@ use std::{io::BufRead, net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
 use restguard::{
+    jwt::{rotate_signing_key, JwtAlgorithm},
     password::{HasherConfig, PasswordError, PasswordHasher},
     token::TokenService,
 };
@@ -14,7 +15,7 @@ use restguard_core::{
 };
 use time::OffsetDateTime;
 
-use crate::{app, config::Config, stores::Backend};
+use crate::{app, config::Config, routes::rfc3339, stores::Backend};
 
 /// restguard: DRF-compatible authentication server.
 #[derive(Debug, Parser)]
@@ -43,8 +44,25 @@ enum Command {
     /// Manage API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
-    /// Delete expired tokens.
+    /// Manage JWT signing keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Delete expired tokens, JWT refresh records and blacklist rows, and retired signing
+    /// keys no token can need any more.
     FlushExpired,
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new JWT signing key; the previous one keeps verifying until its tokens have
+    /// expired. Prints the new key's id.
+    Rotate {
+        /// Algorithm of the new key (default: jwt.algorithm).
+        #[arg(long)]
+        algorithm: Option<String>,
+    },
+    /// List the stored JWT signing keys (tab-separated: kid, algorithm, created, status).
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -189,7 +207,7 @@ impl Cli {
                 let local = listener.local_addr()?;
                 println!("restguard listening on http://{local}");
                 tracing::info!(%local, database = %config.database.url, "serving");
-                app::serve(listener, router).await?;
+                app::serve(listener, router, config.server.shutdown_grace.0).await?;
             }
             Command::Migrate => {
                 open(&config, true).await?;
@@ -215,19 +233,116 @@ impl Cli {
                     .map_err(store_problem)?;
                 println!("{}", issued.key.expose());
             }
+            Command::Keys(command) => {
+                let stores = open(&config, true).await?.stores();
+                keys_command(&config, &stores, command).await?;
+            }
             Command::FlushExpired => {
                 let stores = open(&config, true).await?.stores();
+                let now = OffsetDateTime::now_utc();
                 let tokens = stores
                     .tokens
-                    .delete_expired_tokens(OffsetDateTime::now_utc())
+                    .delete_expired_tokens(now)
                     .await
                     .map_err(store_problem)?;
-                eprintln!("deleted {tokens} expired tokens");
+                let jwt = stores
+                    .jwt
+                    .delete_expired_jwt(now)
+                    .await
+                    .map_err(store_problem)?;
+                let keys = stores
+                    .signing_keys
+                    .delete_retired_signing_keys(now - config.jwt.settings().verify_window())
+                    .await
+                    .map_err(store_problem)?;
+                let sessions = stores
+                    .sessions
+                    .delete_expired_sessions(now, Some(now - config.session.idle_timeout.0))
+                    .await
+                    .map_err(store_problem)?;
+                eprintln!(
+                    "deleted {tokens} expired tokens, {jwt} expired JWT records, {keys} retired signing keys, {sessions} expired sessions"
+                );
             }
         }
         Ok(())
     }
 }
+
+async fn keys_command(
+    config: &Config,
+    stores: &Stores,
+    command: KeysCommand,
+) -> anyhow::Result<()> {
+    let settings = config.jwt.settings();
+    match command {
+        KeysCommand::Rotate { algorithm } => {
+            let algorithm: JwtAlgorithm = match algorithm {
+                Some(a) => a
+                    .parse()
+                    .map_err(|e: String| anyhow::anyhow!("--algorithm: {e}"))?,
+                None => settings.algorithm,
+            };
+            if settings.signing_key.is_some() && algorithm == settings.algorithm {
+                anyhow::bail!(
+                    "jwt.signing_key is set in the configuration; change it there (keys rotate manages generated keys)"
+                );
+            }
+            let key = rotate_signing_key(stores.signing_keys.as_ref(), algorithm)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", crate::error_chain(&e)))?;
+            println!("{}", key.kid);
+            eprintln!(
+                "new {algorithm} signing key {}; previous keys verify for another {} s; running servers switch within {} s",
+                key.kid,
+                settings.verify_window().as_secs(),
+                KEY_RELOAD_SECONDS,
+            );
+        }
+        KeysCommand::List => {
+            let keys = stores
+                .signing_keys
+                .signing_keys()
+                .await
+                .map_err(store_problem)?;
+            let now = OffsetDateTime::now_utc();
+            let window = settings.verify_window();
+            // The newest active key of each algorithm signs.
+            let signing: Vec<&str> = keys
+                .iter()
+                .filter(|k| k.retired_at.is_none())
+                .fold(Vec::<(&str, &str)>::new(), |mut acc, k| {
+                    acc.retain(|(alg, _)| *alg != k.algorithm);
+                    acc.push((&k.algorithm, &k.kid));
+                    acc
+                })
+                .into_iter()
+                .map(|(_, kid)| kid)
+                .collect();
+            println!("kid\talgorithm\tcreated\tstatus");
+            for key in &keys {
+                let status = match key.retired_at {
+                    None if signing.contains(&key.kid.as_str()) => "signing".to_owned(),
+                    None => "verifying".to_owned(),
+                    Some(retired) if retired + window > now => {
+                        format!("verifying until {}", rfc3339(retired + window))
+                    }
+                    Some(_) => "expired".to_owned(),
+                };
+                println!(
+                    "{}\t{}\t{}\t{status}",
+                    key.kid,
+                    key.algorithm,
+                    rfc3339(key.created)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// How often running servers re-read the signing keys.
+const KEY_RELOAD_SECONDS: u64 = 30;
 
 async fn user_command(stores: &Stores, command: UserCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();

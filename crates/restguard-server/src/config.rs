@@ -6,7 +6,8 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
     Figment,
 };
-use restguard_core::rate::Rate;
+use restguard::jwt::{JwtAlgorithm, JwtSettings};
+use restguard_core::{rate::Rate, secret::SecretString};
 use serde::{de, Deserialize, Deserializer, Serialize};
 
 /// The whole configuration.
@@ -17,8 +18,11 @@ pub(crate) struct Config {
     pub(crate) database: DatabaseConfig,
     pub(crate) auth: AuthConfig,
     pub(crate) token: TokenConfig,
+    pub(crate) jwt: JwtConfig,
     pub(crate) password: PasswordConfig,
     pub(crate) throttle: ThrottleConfig,
+    pub(crate) session: SessionConfig,
+    pub(crate) csrf: CsrfConfig,
     #[serde(rename = "route")]
     pub(crate) routes: Vec<RouteConfig>,
 }
@@ -68,7 +72,12 @@ pub(crate) struct AuthConfig {
 impl Default for AuthConfig {
     fn default() -> Self {
         Self {
-            authenticators: vec!["token".into(), "basic".into()],
+            authenticators: vec![
+                "token".into(),
+                "jwt".into(),
+                "basic".into(),
+                "session".into(),
+            ],
             permissions: vec!["is_authenticated".into()],
         }
     }
@@ -92,6 +101,141 @@ impl Default for TokenConfig {
     }
 }
 
+/// `[jwt]` (CONTRACT §9, Simple JWT's settings).
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct JwtConfig {
+    /// `HS256` (default), `HS384`, `HS512`, `RS256`, `ES256` or `EdDSA`.
+    pub(crate) algorithm: Algorithm,
+    /// HMAC secret or private key PEM; unset: generated and stored in the database.
+    pub(crate) signing_key: Option<Text>,
+    pub(crate) access_token_lifetime: Seconds,
+    pub(crate) refresh_token_lifetime: Seconds,
+    pub(crate) sliding_token_lifetime: Seconds,
+    pub(crate) sliding_token_refresh_lifetime: Seconds,
+    pub(crate) rotate_refresh_tokens: bool,
+    pub(crate) blacklist_after_rotation: bool,
+    pub(crate) issuer: Option<Text>,
+    pub(crate) audience: Option<Text>,
+    pub(crate) leeway: Seconds,
+    /// Authorization header types (Simple JWT's `AUTH_HEADER_TYPES`), case-sensitive.
+    pub(crate) header_types: Keywords,
+    /// Identify requests from the claims alone (no user lookup).
+    pub(crate) stateless: bool,
+    /// How long users are cached in process for token checks.
+    pub(crate) user_cache_ttl: Seconds,
+}
+
+impl Default for JwtConfig {
+    fn default() -> Self {
+        Self {
+            algorithm: Algorithm(JwtAlgorithm::HS256),
+            signing_key: None,
+            access_token_lifetime: Seconds(Duration::from_secs(300)),
+            refresh_token_lifetime: Seconds(Duration::from_secs(86_400)),
+            sliding_token_lifetime: Seconds(Duration::from_secs(300)),
+            sliding_token_refresh_lifetime: Seconds(Duration::from_secs(86_400)),
+            rotate_refresh_tokens: true,
+            blacklist_after_rotation: true,
+            issuer: None,
+            audience: None,
+            leeway: Seconds(Duration::ZERO),
+            header_types: Keywords(vec!["Bearer".into()]),
+            stateless: false,
+            user_cache_ttl: Seconds(Duration::from_secs(1)),
+        }
+    }
+}
+
+impl fmt::Debug for JwtConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JwtConfig")
+            .field("algorithm", &self.algorithm)
+            .field(
+                "signing_key",
+                &self.signing_key.as_ref().map(|_| "[redacted]"),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl JwtConfig {
+    /// The library's settings.
+    pub(crate) fn settings(&self) -> JwtSettings {
+        JwtSettings {
+            algorithm: self.algorithm.0,
+            signing_key: self
+                .signing_key
+                .as_ref()
+                .map(|k| SecretString::new(k.0.clone())),
+            access_token_lifetime: self.access_token_lifetime.0,
+            refresh_token_lifetime: self.refresh_token_lifetime.0,
+            sliding_token_lifetime: self.sliding_token_lifetime.0,
+            sliding_token_refresh_lifetime: self.sliding_token_refresh_lifetime.0,
+            rotate_refresh_tokens: self.rotate_refresh_tokens,
+            blacklist_after_rotation: self.blacklist_after_rotation,
+            issuer: self.issuer.as_ref().map(|t| t.0.clone()),
+            audience: self.audience.as_ref().map(|t| t.0.clone()),
+            leeway: self.leeway.0,
+            stateless: self.stateless,
+            user_cache_ttl: self.user_cache_ttl.0,
+        }
+    }
+}
+
+/// A JWT algorithm name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Algorithm(pub(crate) JwtAlgorithm);
+
+impl<'de> Deserialize<'de> for Algorithm {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map(Algorithm).map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for Algorithm {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0.as_str())
+    }
+}
+
+/// A string that an environment variable may have made look like a number or a boolean.
+#[derive(Clone, Serialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub(crate) struct Text(pub(crate) String);
+
+impl fmt::Debug for Text {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<'de> Deserialize<'de> for Text {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl de::Visitor<'_> for V {
+            type Value = Text;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text, E> {
+                Ok(Text(v.to_owned()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Text, E> {
+                Ok(Text(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PasswordConfig {
@@ -110,12 +254,201 @@ impl Default for PasswordConfig {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct ThrottleConfig {
+    /// Anonymous requests per client IP, on the default policy (and routes naming `anon`).
     pub(crate) anon: Option<RateValue>,
+    /// Requests per user (anonymous: per IP), on the default policy (and routes naming `user`).
     pub(crate) user: Option<RateValue>,
+    /// Named rates for routes' `throttles = ["<scope>"]`.
     pub(crate) scopes: BTreeMap<String, RateValue>,
+    /// Failed password logins per client IP (`"off"` disables).
+    pub(crate) login_ip: LoginRate,
+    /// Failed password logins per username (`"off"` disables).
+    pub(crate) login_user: LoginRate,
+    /// Trusted reverse proxies in front of the server: the client IP is taken from
+    /// `X-Forwarded-For` that many hops from the right (DRF's `NUM_PROXIES`); 0 = socket address.
+    pub(crate) num_proxies: usize,
+}
+
+impl Default for ThrottleConfig {
+    fn default() -> Self {
+        Self {
+            anon: None,
+            user: None,
+            scopes: BTreeMap::new(),
+            login_ip: LoginRate(Some(Rate {
+                requests: 20,
+                period: Duration::from_secs(60),
+            })),
+            login_user: LoginRate(Some(Rate {
+                requests: 10,
+                period: Duration::from_secs(3_600),
+            })),
+            num_proxies: 0,
+        }
+    }
+}
+
+/// `[session]` (CONTRACT §9; Django's `SESSION_*` settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct SessionConfig {
+    /// Django's `SESSION_COOKIE_NAME`.
+    pub(crate) cookie_name: Text,
+    /// Django's `SESSION_COOKIE_SECURE`; `false` only for plain-HTTP development.
+    pub(crate) cookie_secure: bool,
+    /// A session unused for this long ends.
+    pub(crate) idle_timeout: Seconds,
+    /// A session ends this long after login (Django's `SESSION_COOKIE_AGE`).
+    pub(crate) max_age: Seconds,
+    /// How long a session check is cached in process.
+    pub(crate) cache_ttl: Seconds,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        let defaults = restguard::session::SessionSettings::default();
+        Self {
+            cookie_name: Text(defaults.cookie_name),
+            cookie_secure: defaults.cookie_secure,
+            idle_timeout: Seconds(defaults.idle_timeout),
+            max_age: Seconds(defaults.max_age),
+            cache_ttl: Seconds(defaults.cache_ttl),
+        }
+    }
+}
+
+impl SessionConfig {
+    /// The library's settings; a bad cookie name is an error naming the key.
+    pub(crate) fn settings(&self) -> Result<restguard::session::SessionSettings, String> {
+        if !is_cookie_name(&self.cookie_name.0) {
+            return Err(format!(
+                "session.cookie_name: {:?} is not a valid cookie name",
+                self.cookie_name.0
+            ));
+        }
+        if self.max_age.0.is_zero() || self.idle_timeout.0.is_zero() {
+            return Err("session.idle_timeout and session.max_age must be positive".into());
+        }
+        Ok(restguard::session::SessionSettings {
+            cookie_name: self.cookie_name.0.clone(),
+            cookie_secure: self.cookie_secure,
+            idle_timeout: self.idle_timeout.0,
+            max_age: self.max_age.0,
+            cache_ttl: self.cache_ttl.0,
+        })
+    }
+}
+
+/// `[csrf]` (CONTRACT §9; Django's `CSRF_*` settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct CsrfConfig {
+    /// Django's `CSRF_TRUSTED_ORIGINS` (`https://app.example.com`, `https://*.example.com`).
+    /// The request's own origin, and `server.public_url`'s, are always trusted.
+    pub(crate) trusted_origins: Vec<String>,
+    /// Django's `CSRF_COOKIE_NAME`.
+    pub(crate) cookie_name: Text,
+    /// Django's `CSRF_HEADER_NAME` (as an HTTP header name).
+    pub(crate) header_name: Text,
+    /// Django's `CSRF_COOKIE_SECURE`; unset: the same as `session.cookie_secure`.
+    pub(crate) cookie_secure: Option<bool>,
+}
+
+impl Default for CsrfConfig {
+    fn default() -> Self {
+        Self {
+            trusted_origins: Vec::new(),
+            cookie_name: Text(restguard::csrf::DEFAULT_COOKIE_NAME.into()),
+            header_name: Text(restguard::csrf::DEFAULT_HEADER_NAME.into()),
+            cookie_secure: None,
+        }
+    }
+}
+
+impl CsrfConfig {
+    /// The library's policy; `public_url`'s origin is trusted too, and an `https` public URL
+    /// makes every request count as secure (the `Referer` rules apply behind a TLS proxy).
+    pub(crate) fn policy(
+        &self,
+        public_url: Option<&str>,
+    ) -> Result<restguard::csrf::CsrfPolicy, String> {
+        if !is_cookie_name(&self.cookie_name.0) {
+            return Err(format!(
+                "csrf.cookie_name: {:?} is not a valid cookie name",
+                self.cookie_name.0
+            ));
+        }
+        if http::HeaderName::from_bytes(self.header_name.0.as_bytes()).is_err() {
+            return Err(format!(
+                "csrf.header_name: {:?} is not a valid header name",
+                self.header_name.0
+            ));
+        }
+        for origin in &self.trusted_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return Err(format!(
+                    "csrf.trusted_origins: {origin:?} must start with a scheme (http:// or https://)"
+                ));
+            }
+        }
+        let mut trusted = self.trusted_origins.clone();
+        let mut secure = false;
+        if let Some(url) = public_url {
+            if let Some(origin) = origin_of(url) {
+                secure = origin.starts_with("https://");
+                trusted.push(origin);
+            }
+        }
+        Ok(restguard::csrf::CsrfPolicy {
+            trusted_origins: trusted,
+            header_name: self.header_name.0.clone(),
+            cookie_name: self.cookie_name.0.clone(),
+            secure_request: secure,
+        })
+    }
+}
+
+/// `scheme://host[:port]` of an absolute URL.
+fn origin_of(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    (!host.is_empty()).then(|| format!("{}://{}", scheme.to_ascii_lowercase(), host))
+}
+
+/// RFC 6265 cookie-name token characters.
+fn is_cookie_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// A login rate, or `"off"`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct LoginRate(pub(crate) Option<Rate>);
+
+impl<'de> Deserialize<'de> for LoginRate {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        if s.eq_ignore_ascii_case("off") {
+            return Ok(LoginRate(None));
+        }
+        s.parse()
+            .map(|r| LoginRate(Some(r)))
+            .map_err(de::Error::custom)
+    }
+}
+
+impl Serialize for LoginRate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.0 {
+            Some(rate) => s.serialize_str(&rate.to_string()),
+            None => s.serialize_str("off"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -339,5 +672,34 @@ mod tests {
         assert!("5y".parse::<Seconds>().is_err());
         assert_eq!("64KiB".parse::<ByteSize>(), Ok(ByteSize(65_536)));
         assert!("lots".parse::<ByteSize>().is_err());
+    }
+
+    #[test]
+    fn jwt_section() {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(
+                "[jwt]\nalgorithm = \"EdDSA\"\nsigning_key = 1234\naccess_token_lifetime = \"10m\"\nleeway = 5\nheader_types = [\"Bearer\", \"JWT\"]",
+            ))
+            .extract()
+            .unwrap();
+        let settings = config.jwt.settings();
+        assert_eq!(settings.algorithm, JwtAlgorithm::EdDSA);
+        assert_eq!(settings.signing_key.unwrap().expose(), "1234");
+        assert_eq!(settings.access_token_lifetime, Duration::from_secs(600));
+        assert_eq!(settings.leeway, Duration::from_secs(5));
+        assert_eq!(config.jwt.header_types.0, ["Bearer", "JWT"]);
+        assert!(Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[jwt]\nalgorithm = \"none\""))
+            .extract::<Config>()
+            .is_err());
+        let defaults = Config::default();
+        assert_eq!(
+            defaults.auth.authenticators,
+            ["token", "jwt", "basic", "session"]
+        );
+        assert_eq!(
+            defaults.jwt.settings().refresh_token_lifetime,
+            Duration::from_secs(86_400)
+        );
     }
 }

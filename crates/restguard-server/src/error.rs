@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, Method, StatusCode};
 use restguard_axum::Rejected;
-use restguard_core::{error::json_response, AuthError, Denial, StoreError};
+use restguard_core::{error::json_response, AuthError, Denial, Rejection, StoreError};
 use serde_json::{json, Map, Value};
 
 /// Everything a server endpoint can answer with instead of success.
@@ -27,9 +27,24 @@ pub(crate) enum ApiError {
     /// The path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed(Method),
+    /// Refused credentials or token on an open endpoint (JWT obtain / refresh / verify /
+    /// blacklist): 401 with the scheme's challenge.
+    #[error("unauthorized: {}", .rejection.detail)]
+    Unauthorized {
+        /// Body `detail` and `code`.
+        rejection: Box<Rejection>,
+        /// `WWW-Authenticate`.
+        challenge: HeaderValue,
+    },
+    /// Too many attempts (login throttle).
+    #[error("throttled")]
+    Throttled(std::time::Duration),
     /// A store failed.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// Django's CSRF check refused the request: 403 `{"detail":"CSRF Failed: …","code":"csrf_failed"}`.
+    #[error("{0}")]
+    Csrf(String),
 }
 
 impl ApiError {
@@ -72,6 +87,18 @@ impl IntoResponse for ApiError {
                 &format!("Method \"{method}\" not allowed."),
                 "method_not_allowed",
             ),
+            ApiError::Unauthorized {
+                rejection,
+                challenge,
+            } => Rejected(Denial::new(
+                AuthError::AuthenticationFailed(rejection),
+                Some(challenge),
+            ))
+            .into_response(),
+            ApiError::Throttled(wait) => {
+                Rejected(Denial::new(AuthError::Throttled { wait }, None)).into_response()
+            }
+            ApiError::Csrf(message) => detail(StatusCode::FORBIDDEN, &message, "csrf_failed"),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store failure");
                 let mut response =

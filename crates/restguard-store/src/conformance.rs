@@ -30,18 +30,33 @@ use std::sync::Arc;
 use time::{macros::datetime, Duration, OffsetDateTime};
 
 pub use restguard_core::store::StoreError;
+use restguard_core::store::{NewSession, SessionId, SessionStore};
 use restguard_core::{
     identity::UserId,
     store::{
-        NewApiToken, NewUser, SecretDigest, SecretStore, StoreHealth, TokenId, TokenStore,
-        UserStore, UNUSABLE_PASSWORD,
+        FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshUse, SecretDigest,
+        SecretStore, SigningKey, SigningKeyStore, StoreHealth, TokenId, TokenStore, UserStore,
+        UNUSABLE_PASSWORD,
     },
 };
 
 /// A backend implementing every store trait: what the suite tests.
-pub trait Backend: UserStore + TokenStore + SecretStore + StoreHealth {}
+pub trait Backend:
+    UserStore + TokenStore + SecretStore + JwtStore + SigningKeyStore + SessionStore + StoreHealth
+{
+}
 
-impl<T: UserStore + TokenStore + SecretStore + StoreHealth> Backend for T {}
+impl<
+        T: UserStore
+            + TokenStore
+            + SecretStore
+            + JwtStore
+            + SigningKeyStore
+            + SessionStore
+            + StoreHealth,
+    > Backend for T
+{
+}
 
 /// Expands to one `#[tokio::test]` per conformance check, each on a fresh store.
 ///
@@ -81,6 +96,25 @@ macro_rules! conformance_suite {
             secret_or_insert_concurrent,
             ping_ok,
             timestamps_round_trip_microseconds,
+            refresh_create_and_lookup,
+            refresh_duplicate_jti_conflicts,
+            consume_refresh_once_then_already_used,
+            consume_refresh_concurrent_exactly_one,
+            revoke_family_revokes_every_member,
+            blacklist_jti_once,
+            delete_expired_jwt_only_expired,
+            delete_user_removes_refresh_tokens,
+            signing_keys_first_and_rotate,
+            signing_key_duplicate_kid_conflicts,
+            delete_retired_signing_keys_only_old,
+            session_create_and_lookup,
+            session_duplicate_digest_conflicts,
+            sessions_for_user_and_delete_one,
+            delete_user_sessions_keeps_one,
+            touch_session_sets_last_seen,
+            delete_expired_sessions_absolute_and_idle,
+            delete_user_removes_sessions,
+            session_timestamps_compare_with_credentials_change,
         }
     };
     ($make:expr) => {
@@ -698,5 +732,562 @@ pub async fn timestamps_round_trip_microseconds<S: Backend>(
     assert_eq!(read.created, truncated);
     assert_eq!(read.expiry, Some(truncated));
     assert_eq!(read.last_used, Some(truncated));
+    Ok(())
+}
+
+fn new_refresh(
+    user_id: UserId,
+    n: u8,
+    family: &str,
+    expires_at: OffsetDateTime,
+) -> NewRefreshToken {
+    NewRefreshToken {
+        jti: digest(n),
+        family: FamilyId(family.to_owned()),
+        user_id,
+        created: at(0),
+        expires_at,
+    }
+}
+
+/// `create_refresh` stores every field; `refresh_by_jti` finds it.
+pub async fn refresh_create_and_lookup<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let created = store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(86_400)))
+        .await?;
+    assert_eq!(created.jti, digest(1));
+    assert_eq!(created.family, FamilyId("fam-a".into()));
+    assert_eq!(created.user_id, alice.id);
+    assert_eq!(created.created, at(0));
+    assert_eq!(created.expires_at, at(86_400));
+    assert_eq!(created.used_at, None);
+    assert_eq!(created.revoked_at, None);
+    assert_eq!(store.refresh_by_jti(&digest(1)).await?, Some(created));
+    assert_eq!(store.refresh_by_jti(&digest(2)).await?, None);
+    Ok(())
+}
+
+/// A duplicate `jti` digest is `Conflict`.
+pub async fn refresh_duplicate_jti_conflicts<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(100)))
+        .await?;
+    let err = store
+        .create_refresh(new_refresh(alice.id, 1, "fam-b", at(100)))
+        .await
+        .expect_err("duplicate jti must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    let kept = store.refresh_by_jti(&digest(1)).await?.expect("exists");
+    assert_eq!(kept.family, FamilyId("fam-a".into()));
+    Ok(())
+}
+
+/// The first `consume_refresh` wins and stores the replacement in the same family; later
+/// calls report `AlreadyUsed`; unknown digests are `Unknown`.
+pub async fn consume_refresh_once_then_already_used<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(100)))
+        .await?;
+    // The replacement's own family is ignored: it joins the consumed token's.
+    let replacement = new_refresh(alice.id, 2, "ignored", at(200));
+    let RefreshUse::Consumed(old, Some(new)) = store
+        .consume_refresh(&digest(1), Some(replacement), at(10))
+        .await?
+    else {
+        panic!("first use must consume");
+    };
+    assert_eq!(old.jti, digest(1));
+    assert_eq!(old.used_at, Some(at(10)));
+    assert_eq!(new.jti, digest(2));
+    assert_eq!(new.family, FamilyId("fam-a".into()));
+    assert_eq!(new.expires_at, at(200));
+    assert_eq!(store.refresh_by_jti(&digest(2)).await?, Some(new));
+
+    let again = store
+        .consume_refresh(
+            &digest(1),
+            Some(new_refresh(alice.id, 3, "x", at(300))),
+            at(11),
+        )
+        .await?;
+    let RefreshUse::AlreadyUsed(used) = again else {
+        panic!("second use must be AlreadyUsed, got {again:?}");
+    };
+    assert_eq!(used.used_at, Some(at(10)));
+    assert_eq!(
+        store.refresh_by_jti(&digest(3)).await?,
+        None,
+        "nothing written"
+    );
+
+    assert_eq!(
+        store.consume_refresh(&digest(9), None, at(12)).await?,
+        RefreshUse::Unknown
+    );
+    // Consuming without a replacement.
+    assert!(matches!(
+        store.consume_refresh(&digest(2), None, at(13)).await?,
+        RefreshUse::Consumed(_, None)
+    ));
+    Ok(())
+}
+
+/// 100 concurrent `consume_refresh` calls of one token: exactly one `Consumed`.
+pub async fn consume_refresh_concurrent_exactly_one<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(100)))
+        .await?;
+    let tasks: Vec<_> = (0u8..100)
+        .map(|i| {
+            let store = store.clone();
+            let user_id = alice.id;
+            tokio::spawn(async move {
+                let replacement = NewRefreshToken {
+                    jti: SecretDigest([i.wrapping_add(100); 32]),
+                    ..new_refresh(user_id, 0, "fam-a", at(200))
+                };
+                store
+                    .consume_refresh(&digest(1), Some(replacement), at(10))
+                    .await
+            })
+        })
+        .collect();
+    let mut consumed = 0;
+    let mut already_used = 0;
+    for task in tasks {
+        match task.await.expect("task panicked")? {
+            RefreshUse::Consumed(_, Some(_)) => consumed += 1,
+            RefreshUse::AlreadyUsed(_) => already_used += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!((consumed, already_used), (1, 99));
+    Ok(())
+}
+
+/// `revoke_family` revokes every member of the family (used or not) and nothing else;
+/// revoked tokens cannot be consumed.
+pub async fn revoke_family_revokes_every_member<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(100)))
+        .await?;
+    store
+        .consume_refresh(
+            &digest(1),
+            Some(new_refresh(alice.id, 2, "", at(100))),
+            at(5),
+        )
+        .await?;
+    store
+        .create_refresh(new_refresh(alice.id, 3, "fam-b", at(100)))
+        .await?;
+
+    assert_eq!(
+        store
+            .revoke_family(&FamilyId("fam-a".into()), at(20))
+            .await?,
+        2
+    );
+    assert_eq!(
+        store
+            .revoke_family(&FamilyId("fam-a".into()), at(30))
+            .await?,
+        0
+    );
+    let child = store.refresh_by_jti(&digest(2)).await?.expect("exists");
+    assert_eq!(child.revoked_at, Some(at(20)));
+    assert!(matches!(
+        store.consume_refresh(&digest(2), None, at(40)).await?,
+        RefreshUse::Revoked(_)
+    ));
+    assert!(matches!(
+        store.consume_refresh(&digest(1), None, at(40)).await?,
+        RefreshUse::Revoked(_)
+    ));
+    let other = store.refresh_by_jti(&digest(3)).await?.expect("exists");
+    assert_eq!(other.revoked_at, None);
+    assert!(matches!(
+        store.consume_refresh(&digest(3), None, at(40)).await?,
+        RefreshUse::Consumed(_, None)
+    ));
+    Ok(())
+}
+
+/// `blacklist_jti` adds once; `is_blacklisted` sees it.
+pub async fn blacklist_jti_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    assert!(!store.is_blacklisted(&digest(1)).await?);
+    assert!(store.blacklist_jti(&digest(1), at(100)).await?);
+    assert!(!store.blacklist_jti(&digest(1), at(200)).await?);
+    assert!(store.is_blacklisted(&digest(1)).await?);
+    assert!(!store.is_blacklisted(&digest(2)).await?);
+    Ok(())
+}
+
+/// `delete_expired_jwt` deletes refresh records and blacklist rows with `expires_at <= now`.
+pub async fn delete_expired_jwt_only_expired<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "f", at(10)))
+        .await?;
+    store
+        .create_refresh(new_refresh(alice.id, 2, "f", at(100)))
+        .await?;
+    store
+        .create_refresh(new_refresh(alice.id, 3, "f", at(101)))
+        .await?;
+    store.blacklist_jti(&digest(4), at(100)).await?;
+    store.blacklist_jti(&digest(5), at(101)).await?;
+
+    assert_eq!(store.delete_expired_jwt(at(100)).await?, 3);
+    assert!(store.refresh_by_jti(&digest(1)).await?.is_none());
+    assert!(store.refresh_by_jti(&digest(2)).await?.is_none());
+    assert!(store.refresh_by_jti(&digest(3)).await?.is_some());
+    assert!(!store.is_blacklisted(&digest(4)).await?);
+    assert!(store.is_blacklisted(&digest(5)).await?);
+    assert_eq!(store.delete_expired_jwt(at(100)).await?, 0);
+    Ok(())
+}
+
+/// Deleting a user deletes their refresh records.
+pub async fn delete_user_removes_refresh_tokens<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "f", at(100)))
+        .await?;
+    store
+        .create_refresh(new_refresh(bob.id, 2, "g", at(100)))
+        .await?;
+    assert!(store.delete_user(alice.id).await?);
+    assert!(store.refresh_by_jti(&digest(1)).await?.is_none());
+    assert!(store.refresh_by_jti(&digest(2)).await?.is_some());
+    Ok(())
+}
+
+fn signing_key(kid: &str, algorithm: &str, created: OffsetDateTime) -> SigningKey {
+    SigningKey {
+        kid: kid.to_owned(),
+        algorithm: algorithm.to_owned(),
+        private_key: format!("private {kid}").into_bytes(),
+        public_jwk: Some(format!("{{\"kid\":\"{kid}\"}}")),
+        created,
+        retired_at: None,
+    }
+}
+
+/// The first key of an algorithm is stored once; rotation retires the active key of that
+/// algorithm only; keys list oldest first.
+pub async fn signing_keys_first_and_rotate<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    assert!(store.signing_keys().await?.is_empty());
+    assert!(
+        store
+            .add_first_signing_key(signing_key("k1", "EdDSA", at(1)))
+            .await?
+    );
+    assert!(
+        !store
+            .add_first_signing_key(signing_key("k2", "EdDSA", at(2)))
+            .await?
+    );
+    assert!(
+        store
+            .add_first_signing_key(signing_key("h1", "HS256", at(3)))
+            .await?
+    );
+    let keys = store.signing_keys().await?;
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[0], signing_key("k1", "EdDSA", at(1)));
+    assert_eq!(keys[1].kid, "h1");
+
+    store
+        .rotate_signing_key(signing_key("k3", "EdDSA", at(10)), at(10))
+        .await?;
+    let keys = store.signing_keys().await?;
+    let kids: Vec<&str> = keys.iter().map(|k| k.kid.as_str()).collect();
+    assert_eq!(kids, ["k1", "h1", "k3"]);
+    assert_eq!(keys[0].retired_at, Some(at(10)));
+    assert_eq!(keys[1].retired_at, None, "other algorithms untouched");
+    assert_eq!(keys[2].retired_at, None);
+    // Still one active EdDSA key: no second "first" key.
+    assert!(
+        !store
+            .add_first_signing_key(signing_key("k4", "EdDSA", at(11)))
+            .await?
+    );
+    Ok(())
+}
+
+/// A duplicate `kid` on rotation is `Conflict` and retires nothing.
+pub async fn signing_key_duplicate_kid_conflicts<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    store
+        .add_first_signing_key(signing_key("k1", "RS256", at(1)))
+        .await?;
+    let err = store
+        .rotate_signing_key(signing_key("k1", "RS256", at(2)), at(2))
+        .await
+        .expect_err("duplicate kid must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    let keys = store.signing_keys().await?;
+    assert_eq!(keys.len(), 1);
+    assert_eq!(keys[0].retired_at, None);
+    Ok(())
+}
+
+/// `delete_retired_signing_keys` deletes only keys retired at or before the cut-off.
+pub async fn delete_retired_signing_keys_only_old<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    store
+        .add_first_signing_key(signing_key("k1", "ES256", at(1)))
+        .await?;
+    store
+        .rotate_signing_key(signing_key("k2", "ES256", at(10)), at(10))
+        .await?;
+    store
+        .rotate_signing_key(signing_key("k3", "ES256", at(20)), at(20))
+        .await?;
+    assert_eq!(store.delete_retired_signing_keys(at(9)).await?, 0);
+    assert_eq!(store.delete_retired_signing_keys(at(10)).await?, 1);
+    let kids: Vec<String> = store
+        .signing_keys()
+        .await?
+        .into_iter()
+        .map(|k| k.kid)
+        .collect();
+    assert_eq!(kids, ["k2", "k3"]);
+    Ok(())
+}
+
+fn new_session(user_id: UserId, n: u8, created: OffsetDateTime) -> NewSession {
+    NewSession {
+        user_id,
+        digest: digest(n),
+        created,
+        expires_at: created + Duration::days(30),
+        user_agent: format!("agent {n}"),
+        ip: Some("192.0.2.1".into()),
+    }
+}
+
+/// `create_session` returns the stored session (`last_seen` = `created`, microseconds);
+/// `session_by_digest` finds it with its owner in one call, expired or not.
+pub async fn session_create_and_lookup<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let mut input = new_session(alice.id, 1, at(1) + Duration::nanoseconds(789));
+    input.ip = None;
+    let session = store.create_session(input).await?;
+    assert_eq!(session.user_id, alice.id);
+    assert_eq!(session.digest, digest(1));
+    assert_eq!(session.created, at(1), "truncated to the microsecond");
+    assert_eq!(session.last_seen, at(1));
+    assert_eq!(session.expires_at, at(1) + Duration::days(30));
+    assert_eq!(session.user_agent, "agent 1");
+    assert_eq!(session.ip, None);
+    let (found, owner) = store
+        .session_by_digest(&digest(1))
+        .await?
+        .expect("session exists");
+    assert_eq!(found, session);
+    assert_eq!(owner, alice);
+    assert!(store.session_by_digest(&digest(2)).await?.is_none());
+
+    let mut expired = new_session(alice.id, 3, at(1));
+    expired.expires_at = at(2);
+    store.create_session(expired).await?;
+    assert!(store.session_by_digest(&digest(3)).await?.is_some());
+    Ok(())
+}
+
+/// A duplicate digest is `Conflict`; an unknown owner is an error; nothing is stored.
+pub async fn session_duplicate_digest_conflicts<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    store
+        .create_session(new_session(alice.id, 1, at(1)))
+        .await?;
+    let err = store
+        .create_session(new_session(alice.id, 1, at(2)))
+        .await
+        .expect_err("duplicate digest must fail");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert!(store
+        .create_session(new_session(UserId(9_999), 2, at(2)))
+        .await
+        .is_err());
+    assert!(store.session_by_digest(&digest(2)).await?.is_none());
+    assert_eq!(store.sessions_for_user(alice.id).await?.len(), 1);
+    Ok(())
+}
+
+/// Sessions list oldest first, per user; `delete_session` deletes only the owner's.
+pub async fn sessions_for_user_and_delete_one<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let later = store
+        .create_session(new_session(alice.id, 1, at(20)))
+        .await?;
+    let earlier = store
+        .create_session(new_session(alice.id, 2, at(10)))
+        .await?;
+    let bobs = store.create_session(new_session(bob.id, 3, at(5))).await?;
+    let ids: Vec<SessionId> = store
+        .sessions_for_user(alice.id)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, [earlier.id, later.id]);
+    assert_eq!(store.delete_session(alice.id, bobs.id).await?, None);
+    assert!(store.session_by_digest(&digest(3)).await?.is_some());
+    assert_eq!(
+        store.delete_session(alice.id, later.id).await?,
+        Some(later.clone())
+    );
+    assert_eq!(store.delete_session(alice.id, later.id).await?, None);
+    assert!(store.session_by_digest(&digest(1)).await?.is_none());
+    assert_eq!(store.sessions_for_user(alice.id).await?, [earlier]);
+    Ok(())
+}
+
+/// `delete_user_sessions` deletes all of the user's sessions but the kept one, and no one
+/// else's.
+pub async fn delete_user_sessions_keeps_one<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let a1 = store
+        .create_session(new_session(alice.id, 1, at(1)))
+        .await?;
+    let a2 = store
+        .create_session(new_session(alice.id, 2, at(2)))
+        .await?;
+    let a3 = store
+        .create_session(new_session(alice.id, 3, at(3)))
+        .await?;
+    store.create_session(new_session(bob.id, 4, at(4))).await?;
+    let deleted = store.delete_user_sessions(alice.id, Some(a2.id)).await?;
+    assert_eq!(deleted, [a1, a3]);
+    assert_eq!(store.sessions_for_user(alice.id).await?, [a2.clone()]);
+    let deleted = store.delete_user_sessions(alice.id, None).await?;
+    assert_eq!(deleted, [a2]);
+    assert!(store.sessions_for_user(alice.id).await?.is_empty());
+    assert_eq!(store.sessions_for_user(bob.id).await?.len(), 1);
+    Ok(())
+}
+
+/// `touch_session` sets `last_seen` (truncated), nothing else.
+pub async fn touch_session_sets_last_seen<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let session = store
+        .create_session(new_session(alice.id, 1, at(1)))
+        .await?;
+    store
+        .touch_session(session.id, at(60) + Duration::nanoseconds(999))
+        .await?;
+    let (found, _) = store
+        .session_by_digest(&digest(1))
+        .await?
+        .expect("session exists");
+    assert_eq!(found.last_seen, at(60));
+    assert_eq!(found.created, at(1));
+    // Touching a deleted session is not an error.
+    store.delete_session(alice.id, session.id).await?;
+    store.touch_session(session.id, at(61)).await?;
+    Ok(())
+}
+
+/// `delete_expired_sessions` deletes sessions past their absolute end, and idle ones when
+/// asked, and no others.
+pub async fn delete_expired_sessions_absolute_and_idle<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let mut ended = new_session(alice.id, 1, at(1));
+    ended.expires_at = at(100);
+    store.create_session(ended).await?;
+    let idle = store
+        .create_session(new_session(alice.id, 2, at(1)))
+        .await?;
+    let active = store
+        .create_session(new_session(alice.id, 3, at(1)))
+        .await?;
+    store.touch_session(active.id, at(500)).await?;
+    assert_eq!(store.delete_expired_sessions(at(99), None).await?, 0);
+    assert_eq!(store.delete_expired_sessions(at(100), None).await?, 1);
+    assert_eq!(
+        store.delete_expired_sessions(at(1000), Some(at(0))).await?,
+        0
+    );
+    assert_eq!(
+        store.delete_expired_sessions(at(1000), Some(at(1))).await?,
+        1
+    );
+    assert!(store.session_by_digest(&digest(2)).await?.is_none());
+    let left: Vec<SessionId> = store
+        .sessions_for_user(alice.id)
+        .await?
+        .iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(left, [active.id]);
+    assert_ne!(idle.id, active.id);
+    Ok(())
+}
+
+/// Deleting a user deletes their sessions (and only theirs).
+pub async fn delete_user_removes_sessions<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store
+        .create_session(new_session(alice.id, 1, at(1)))
+        .await?;
+    store.create_session(new_session(bob.id, 2, at(1))).await?;
+    assert!(store.delete_user(alice.id).await?);
+    assert!(store.session_by_digest(&digest(1)).await?.is_none());
+    assert!(store.sessions_for_user(alice.id).await?.is_empty());
+    assert!(store.session_by_digest(&digest(2)).await?.is_some());
+    Ok(())
+}
+
+/// A session created at the instant of a password change compares equal to the user's
+/// `credentials_changed_at` (both at microsecond precision), so "created at or after the
+/// change" keeps it, while one created a microsecond before does not.
+pub async fn session_timestamps_compare_with_credentials_change<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let change = at(50) + Duration::nanoseconds(500);
+    assert!(store.set_password(alice.id, "x", change).await?);
+    store
+        .create_session(new_session(alice.id, 1, change))
+        .await?;
+    store
+        .create_session(new_session(alice.id, 2, change - Duration::microseconds(1)))
+        .await?;
+    let (same, user) = store
+        .session_by_digest(&digest(1))
+        .await?
+        .expect("session exists");
+    assert!(same.created >= user.credentials_changed_at);
+    let (before, user) = store
+        .session_by_digest(&digest(2))
+        .await?
+        .expect("session exists");
+    assert!(before.created < user.credentials_changed_at);
     Ok(())
 }

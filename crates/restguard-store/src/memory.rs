@@ -12,9 +12,11 @@ use async_trait::async_trait;
 use restguard_core::{
     identity::{User, UserId},
     store::{
-        ApiToken, NewApiToken, NewUser, SecretDigest, SecretStore, StoreError, StoreHealth,
-        TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
+        ApiToken, FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshToken,
+        RefreshUse, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
+        StoreHealth, TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
     },
+    store::{NewSession, SessionId, SessionRecord, SessionStore},
 };
 use time::OffsetDateTime;
 
@@ -42,6 +44,17 @@ struct Inner {
     digests: HashMap<SecretDigest, i64>,
     last_token_id: i64,
     secrets: HashMap<String, Vec<u8>>,
+    /// JWT refresh records by `jti` digest.
+    refresh: HashMap<SecretDigest, RefreshToken>,
+    /// Blacklisted `jti` digests and their expiry.
+    blacklist: HashMap<SecretDigest, OffsetDateTime>,
+    /// JWT signing keys, in insertion order.
+    signing_keys: Vec<SigningKey>,
+    /// Sessions by id.
+    sessions: BTreeMap<i64, SessionRecord>,
+    /// Session digest → session id.
+    session_digests: HashMap<SecretDigest, i64>,
+    last_session_id: i64,
 }
 
 impl MemoryStore {
@@ -245,6 +258,8 @@ impl UserStore for MemoryStore {
         };
         inner.usernames.remove(&user.username);
         inner.remove_user_tokens(id);
+        inner.refresh.retain(|_, t| t.user_id != id);
+        inner.remove_sessions(|s| s.user_id == id);
         Ok(true)
     }
 
@@ -397,9 +412,299 @@ impl SecretStore for MemoryStore {
     }
 }
 
+fn new_refresh(token: NewRefreshToken) -> RefreshToken {
+    RefreshToken {
+        jti: token.jti,
+        family: token.family,
+        user_id: token.user_id,
+        created: truncate(token.created),
+        expires_at: truncate(token.expires_at),
+        used_at: None,
+        revoked_at: None,
+    }
+}
+
+#[async_trait]
+impl JwtStore for MemoryStore {
+    async fn create_refresh(&self, token: NewRefreshToken) -> Result<RefreshToken, StoreError> {
+        let mut inner = self.lock();
+        if inner.refresh.contains_key(&token.jti) {
+            return Err(StoreError::Conflict("refresh token"));
+        }
+        let stored = new_refresh(token);
+        inner.refresh.insert(stored.jti, stored.clone());
+        Ok(stored)
+    }
+
+    async fn refresh_by_jti(&self, jti: &SecretDigest) -> Result<Option<RefreshToken>, StoreError> {
+        Ok(self.lock().refresh.get(jti).cloned())
+    }
+
+    async fn consume_refresh(
+        &self,
+        jti: &SecretDigest,
+        replacement: Option<NewRefreshToken>,
+        at: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError> {
+        let mut inner = self.lock();
+        let Some(current) = inner.refresh.get(jti).cloned() else {
+            return Ok(RefreshUse::Unknown);
+        };
+        if current.revoked_at.is_some() {
+            return Ok(RefreshUse::Revoked(current));
+        }
+        if current.used_at.is_some() {
+            return Ok(RefreshUse::AlreadyUsed(current));
+        }
+        let replacement = match replacement {
+            Some(new) => {
+                if inner.refresh.contains_key(&new.jti) {
+                    return Err(StoreError::Conflict("refresh token"));
+                }
+                Some(new_refresh(NewRefreshToken {
+                    family: current.family.clone(),
+                    ..new
+                }))
+            }
+            None => None,
+        };
+        let consumed = RefreshToken {
+            used_at: Some(truncate(at)),
+            ..current
+        };
+        inner.refresh.insert(consumed.jti, consumed.clone());
+        if let Some(new) = &replacement {
+            inner.refresh.insert(new.jti, new.clone());
+        }
+        Ok(RefreshUse::Consumed(consumed, replacement))
+    }
+
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let mut count = 0;
+        for token in self.lock().refresh.values_mut() {
+            if &token.family == family && token.revoked_at.is_none() {
+                token.revoked_at = Some(truncate(at));
+                count += 1;
+            }
+        }
+        Ok(count)
+    }
+
+    async fn blacklist_jti(
+        &self,
+        jti: &SecretDigest,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner.blacklist.contains_key(jti) {
+            return Ok(false);
+        }
+        inner.blacklist.insert(*jti, truncate(expires_at));
+        Ok(true)
+    }
+
+    async fn is_blacklisted(&self, jti: &SecretDigest) -> Result<bool, StoreError> {
+        Ok(self.lock().blacklist.contains_key(jti))
+    }
+
+    async fn delete_expired_jwt(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let before = inner.refresh.len() + inner.blacklist.len();
+        inner.refresh.retain(|_, t| t.expires_at > now);
+        inner.blacklist.retain(|_, expiry| *expiry > now);
+        let after = inner.refresh.len() + inner.blacklist.len();
+        Ok((before - after) as u64)
+    }
+}
+
+fn stored_key(key: SigningKey) -> SigningKey {
+    SigningKey {
+        created: truncate(key.created),
+        retired_at: key.retired_at.map(truncate),
+        ..key
+    }
+}
+
+#[async_trait]
+impl SigningKeyStore for MemoryStore {
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        let mut keys = self.lock().signing_keys.clone();
+        keys.sort_by(|a, b| (a.created, &a.kid).cmp(&(b.created, &b.kid)));
+        Ok(keys)
+    }
+
+    async fn add_first_signing_key(&self, key: SigningKey) -> Result<bool, StoreError> {
+        let mut inner = self.lock();
+        if inner
+            .signing_keys
+            .iter()
+            .any(|k| k.algorithm == key.algorithm && k.retired_at.is_none())
+        {
+            return Ok(false);
+        }
+        if inner.signing_keys.iter().any(|k| k.kid == key.kid) {
+            return Err(StoreError::Conflict("signing key"));
+        }
+        inner.signing_keys.push(stored_key(key));
+        Ok(true)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKey,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if inner.signing_keys.iter().any(|k| k.kid == key.kid) {
+            return Err(StoreError::Conflict("signing key"));
+        }
+        for k in &mut inner.signing_keys {
+            if k.algorithm == key.algorithm && k.retired_at.is_none() {
+                k.retired_at = Some(truncate(at));
+            }
+        }
+        inner.signing_keys.push(stored_key(key));
+        Ok(())
+    }
+
+    async fn delete_retired_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let count = inner.signing_keys.len();
+        inner
+            .signing_keys
+            .retain(|k| k.retired_at.is_none_or(|r| r > before));
+        Ok((count - inner.signing_keys.len()) as u64)
+    }
+}
+
 #[async_trait]
 impl StoreHealth for MemoryStore {
     async fn ping(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+impl Inner {
+    /// Removes the sessions matching `pred`; returns them oldest first.
+    fn remove_sessions(&mut self, pred: impl Fn(&SessionRecord) -> bool) -> Vec<SessionRecord> {
+        let ids: Vec<i64> = self
+            .sessions
+            .values()
+            .filter(|s| pred(s))
+            .map(|s| s.id.0)
+            .collect();
+        let mut removed = Vec::with_capacity(ids.len());
+        for id in ids {
+            if let Some(session) = self.sessions.remove(&id) {
+                self.session_digests.remove(&session.digest);
+                removed.push(session);
+            }
+        }
+        removed.sort_by_key(|s| (s.created, s.id));
+        removed
+    }
+}
+
+#[async_trait]
+impl SessionStore for MemoryStore {
+    async fn create_session(&self, session: NewSession) -> Result<SessionRecord, StoreError> {
+        let mut inner = self.lock();
+        if !inner.users.contains_key(&session.user_id.0) {
+            return Err(StoreError::backend(format!(
+                "session owner {} does not exist",
+                session.user_id
+            )));
+        }
+        if inner.session_digests.contains_key(&session.digest) {
+            return Err(StoreError::Conflict("session"));
+        }
+        inner.last_session_id += 1;
+        let created = truncate(session.created);
+        let stored = SessionRecord {
+            id: SessionId(inner.last_session_id),
+            user_id: session.user_id,
+            digest: session.digest,
+            created,
+            last_seen: created,
+            expires_at: truncate(session.expires_at),
+            user_agent: session.user_agent,
+            ip: session.ip,
+        };
+        inner.session_digests.insert(stored.digest, stored.id.0);
+        inner.sessions.insert(stored.id.0, stored.clone());
+        Ok(stored)
+    }
+
+    async fn session_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError> {
+        let inner = self.lock();
+        let Some(session) = inner
+            .session_digests
+            .get(digest)
+            .and_then(|id| inner.sessions.get(id))
+        else {
+            return Ok(None);
+        };
+        Ok(inner
+            .users
+            .get(&session.user_id.0)
+            .map(|(user, _)| (session.clone(), user.clone())))
+    }
+
+    async fn sessions_for_user(&self, user_id: UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        let mut sessions: Vec<SessionRecord> = self
+            .lock()
+            .sessions
+            .values()
+            .filter(|s| s.user_id == user_id)
+            .cloned()
+            .collect();
+        sessions.sort_by_key(|s| (s.created, s.id));
+        Ok(sessions)
+    }
+
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError> {
+        if let Some(session) = self.lock().sessions.get_mut(&id.0) {
+            session.last_seen = truncate(at);
+        }
+        Ok(())
+    }
+
+    async fn delete_session(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .remove_sessions(|s| s.id == id && s.user_id == user_id)
+            .pop())
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .remove_sessions(|s| s.user_id == user_id && Some(s.id) != keep))
+    }
+
+    async fn delete_expired_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_before: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let removed = self.lock().remove_sessions(|s| {
+            s.expires_at <= now || idle_before.is_some_and(|cutoff| s.last_seen <= cutoff)
+        });
+        Ok(removed.len() as u64)
     }
 }

@@ -10,9 +10,11 @@ use async_trait::async_trait;
 use restguard_core::{
     identity::{User, UserId},
     store::{
-        ApiToken, NewApiToken, NewUser, SecretDigest, SecretStore, StoreError, StoreHealth,
-        TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
+        ApiToken, FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshToken,
+        RefreshUse, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
+        StoreHealth, TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
     },
+    store::{NewSession, SessionId, SessionRecord, SessionStore},
 };
 use sqlx::{
     error::ErrorKind,
@@ -45,6 +47,11 @@ const TOKEN_COLUMNS: &str = "api_tokens.id, api_tokens.user_id, api_tokens.name,
      api_tokens.expiry";
 /// Same as [`TOKEN_COLUMNS`], unqualified (for `RETURNING`, which takes no table names).
 const TOKEN_RETURNING: &str = "id, user_id, name, prefix, digest, created, last_used, expiry";
+
+/// Columns of `jwt_refresh_tokens` that make a [`RefreshToken`], in [`refresh_at`]'s order.
+const REFRESH_COLUMNS: &str = "jti, family, user_id, created, expires_at, used_at, revoked_at";
+/// Columns of `jwt_signing_keys` that make a [`SigningKey`], in [`signing_key_at`]'s order.
+const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, private_key, public_jwk, created, retired_at";
 
 /// A SQLite-backed store implementing every store trait.
 ///
@@ -204,6 +211,61 @@ fn token_at(row: &SqliteRow, i: usize) -> Result<ApiToken, StoreError> {
         last_used: get_opt_time(row, i + 6)?,
         expiry: get_opt_time(row, i + 7)?,
     })
+}
+
+fn digest_at(row: &SqliteRow, i: usize) -> Result<SecretDigest, StoreError> {
+    let digest: Vec<u8> = get(row, i)?;
+    let digest: [u8; 32] = digest
+        .try_into()
+        .map_err(|d: Vec<u8>| StoreError::backend(format!("digest of {} bytes", d.len())))?;
+    Ok(SecretDigest(digest))
+}
+
+/// The [`RefreshToken`] in [`REFRESH_COLUMNS`] starting at column 0.
+fn refresh_at(row: &SqliteRow) -> Result<RefreshToken, StoreError> {
+    Ok(RefreshToken {
+        jti: digest_at(row, 0)?,
+        family: FamilyId(get(row, 1)?),
+        user_id: UserId(get(row, 2)?),
+        created: get_time(row, 3)?,
+        expires_at: get_time(row, 4)?,
+        used_at: get_opt_time(row, 5)?,
+        revoked_at: get_opt_time(row, 6)?,
+    })
+}
+
+/// The [`SigningKey`] in [`SIGNING_KEY_COLUMNS`] starting at column 0.
+fn signing_key_at(row: &SqliteRow) -> Result<SigningKey, StoreError> {
+    Ok(SigningKey {
+        kid: get(row, 0)?,
+        algorithm: get(row, 1)?,
+        private_key: get(row, 2)?,
+        public_jwk: get(row, 3)?,
+        created: get_time(row, 4)?,
+        retired_at: get_opt_time(row, 5)?,
+    })
+}
+
+/// Inserts a refresh record on `conn` (with `family` replacing the record's own).
+async fn insert_refresh(
+    conn: &mut sqlx::SqliteConnection,
+    token: &NewRefreshToken,
+    family: &FamilyId,
+) -> Result<RefreshToken, StoreError> {
+    let sql = format!(
+        "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
+         VALUES (?, ?, ?, ?, ?) RETURNING {REFRESH_COLUMNS}"
+    );
+    let row = sqlx::query(&sql)
+        .bind(&token.jti.0[..])
+        .bind(&family.0)
+        .bind(token.user_id.0)
+        .bind(to_micros(token.created))
+        .bind(to_micros(token.expires_at))
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(|e| map_err(e, "refresh token"))?;
+    refresh_at(&row)
 }
 
 fn sort_tokens(tokens: &mut [ApiToken]) {
@@ -413,6 +475,16 @@ impl UserStore for SqliteStore {
             .execute(&mut *tx)
             .await
             .map_err(|e| map_err(e, "token"))?;
+        sqlx::query("DELETE FROM jwt_refresh_tokens WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        sqlx::query("DELETE FROM sessions WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "session"))?;
         let deleted = sqlx::query("DELETE FROM users WHERE id = ?")
             .bind(id.0)
             .execute(&mut *tx)
@@ -602,6 +674,209 @@ impl SecretStore for SqliteStore {
 }
 
 #[async_trait]
+impl JwtStore for SqliteStore {
+    async fn create_refresh(&self, token: NewRefreshToken) -> Result<RefreshToken, StoreError> {
+        let mut conn = self
+            .pool
+            .acquire()
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        insert_refresh(&mut conn, &token, &token.family).await
+    }
+
+    async fn refresh_by_jti(&self, jti: &SecretDigest) -> Result<Option<RefreshToken>, StoreError> {
+        let sql = format!("SELECT {REFRESH_COLUMNS} FROM jwt_refresh_tokens WHERE jti = ?");
+        sqlx::query(&sql)
+            .bind(&jti.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?
+            .map(|row| refresh_at(&row))
+            .transpose()
+    }
+
+    async fn consume_refresh(
+        &self,
+        jti: &SecretDigest,
+        replacement: Option<NewRefreshToken>,
+        at: OffsetDateTime,
+    ) -> Result<RefreshUse, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        // The conditional write is the decision: of concurrent callers, exactly one sees the
+        // row come back.
+        let sql = format!(
+            "UPDATE jwt_refresh_tokens SET used_at = ? \
+             WHERE jti = ? AND used_at IS NULL AND revoked_at IS NULL RETURNING {REFRESH_COLUMNS}"
+        );
+        let consumed = sqlx::query(&sql)
+            .bind(to_micros(at))
+            .bind(&jti.0[..])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        if let Some(row) = consumed {
+            let consumed = refresh_at(&row)?;
+            let new = match &replacement {
+                Some(new) => Some(insert_refresh(&mut tx, new, &consumed.family).await?),
+                None => None,
+            };
+            tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
+            return Ok(RefreshUse::Consumed(consumed, new));
+        }
+        drop(tx);
+        Ok(match self.refresh_by_jti(jti).await? {
+            None => RefreshUse::Unknown,
+            Some(t) if t.revoked_at.is_some() => RefreshUse::Revoked(t),
+            Some(t) => RefreshUse::AlreadyUsed(t),
+        })
+    }
+
+    async fn revoke_family(
+        &self,
+        family: &FamilyId,
+        at: OffsetDateTime,
+    ) -> Result<u64, StoreError> {
+        let revoked = sqlx::query(
+            "UPDATE jwt_refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+        )
+        .bind(to_micros(at))
+        .bind(&family.0)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "refresh token"))?
+        .rows_affected();
+        Ok(revoked)
+    }
+
+    async fn blacklist_jti(
+        &self,
+        jti: &SecretDigest,
+        expires_at: OffsetDateTime,
+    ) -> Result<bool, StoreError> {
+        let added = sqlx::query(
+            "INSERT INTO jwt_blacklist (jti, expires_at) VALUES (?, ?) ON CONFLICT (jti) DO NOTHING",
+        )
+        .bind(&jti.0[..])
+        .bind(to_micros(expires_at))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "blacklist"))?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    async fn is_blacklisted(&self, jti: &SecretDigest) -> Result<bool, StoreError> {
+        let found: Option<i64> = sqlx::query_scalar("SELECT 1 FROM jwt_blacklist WHERE jti = ?")
+            .bind(&jti.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "blacklist"))?;
+        Ok(found.is_some())
+    }
+
+    async fn delete_expired_jwt(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "jwt"))?;
+        let refresh = sqlx::query("DELETE FROM jwt_refresh_tokens WHERE expires_at <= ?")
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?
+            .rows_affected();
+        let blacklist = sqlx::query("DELETE FROM jwt_blacklist WHERE expires_at <= ?")
+            .bind(to_micros(now))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "blacklist"))?
+            .rows_affected();
+        tx.commit().await.map_err(|e| map_err(e, "jwt"))?;
+        Ok(refresh + blacklist)
+    }
+}
+
+#[async_trait]
+impl SigningKeyStore for SqliteStore {
+    async fn signing_keys(&self) -> Result<Vec<SigningKey>, StoreError> {
+        let sql =
+            format!("SELECT {SIGNING_KEY_COLUMNS} FROM jwt_signing_keys ORDER BY created, kid");
+        let rows = sqlx::query(&sql)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "signing key"))?;
+        rows.iter().map(signing_key_at).collect()
+    }
+
+    async fn add_first_signing_key(&self, key: SigningKey) -> Result<bool, StoreError> {
+        // One statement, so the existence check and the insert are atomic.
+        let added = sqlx::query(
+            "INSERT INTO jwt_signing_keys (kid, algorithm, private_key, public_jwk, created, retired_at) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6 WHERE NOT EXISTS \
+             (SELECT 1 FROM jwt_signing_keys WHERE algorithm = ?2 AND retired_at IS NULL)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_key)
+        .bind(&key.public_jwk)
+        .bind(to_micros(key.created))
+        .bind(key.retired_at.map(to_micros))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "signing key"))?
+        .rows_affected();
+        Ok(added == 1)
+    }
+
+    async fn rotate_signing_key(
+        &self,
+        key: SigningKey,
+        at: OffsetDateTime,
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "signing key"))?;
+        sqlx::query(
+            "UPDATE jwt_signing_keys SET retired_at = ? WHERE algorithm = ? AND retired_at IS NULL",
+        )
+        .bind(to_micros(at))
+        .bind(&key.algorithm)
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, "signing key"))?;
+        sqlx::query(
+            "INSERT INTO jwt_signing_keys (kid, algorithm, private_key, public_jwk, created, retired_at) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.algorithm)
+        .bind(&key.private_key)
+        .bind(&key.public_jwk)
+        .bind(to_micros(key.created))
+        .bind(key.retired_at.map(to_micros))
+        .execute(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, "signing key"))?;
+        tx.commit().await.map_err(|e| map_err(e, "signing key"))
+    }
+
+    async fn delete_retired_signing_keys(&self, before: OffsetDateTime) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM jwt_signing_keys WHERE retired_at IS NOT NULL AND retired_at <= ?",
+        )
+        .bind(to_micros(before))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "signing key"))?
+        .rows_affected();
+        Ok(deleted)
+    }
+}
+
+#[async_trait]
 impl StoreHealth for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
@@ -609,6 +884,151 @@ impl StoreHealth for SqliteStore {
             .await
             .map_err(|e| map_err(e, "database"))?;
         Ok(())
+    }
+}
+
+/// Columns of `sessions` that make a [`SessionRecord`], in [`session_at`]'s order.
+const SESSION_COLUMNS: &str = "sessions.id, sessions.user_id, sessions.digest, \
+     sessions.created, sessions.last_seen, sessions.expires_at, sessions.user_agent, sessions.ip";
+/// Same as [`SESSION_COLUMNS`], unqualified (for `RETURNING`).
+const SESSION_RETURNING: &str =
+    "id, user_id, digest, created, last_seen, expires_at, user_agent, ip";
+/// Number of columns in [`SESSION_COLUMNS`].
+const SESSION_COLUMN_COUNT: usize = 8;
+
+/// The [`SessionRecord`] in [`SESSION_COLUMNS`] starting at column 0.
+fn session_at(row: &SqliteRow) -> Result<SessionRecord, StoreError> {
+    Ok(SessionRecord {
+        id: SessionId(get(row, 0)?),
+        user_id: UserId(get(row, 1)?),
+        digest: digest_at(row, 2)?,
+        created: get_time(row, 3)?,
+        last_seen: get_time(row, 4)?,
+        expires_at: get_time(row, 5)?,
+        user_agent: get(row, 6)?,
+        ip: get(row, 7)?,
+    })
+}
+
+fn session_rows(rows: &[SqliteRow]) -> Result<Vec<SessionRecord>, StoreError> {
+    let mut sessions = rows.iter().map(session_at).collect::<Result<Vec<_>, _>>()?;
+    sessions.sort_by_key(|s| (s.created, s.id));
+    Ok(sessions)
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, session: NewSession) -> Result<SessionRecord, StoreError> {
+        let sql = format!(
+            "INSERT INTO sessions (user_id, digest, created, last_seen, expires_at, user_agent, ip) \
+             VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6) RETURNING {SESSION_RETURNING}"
+        );
+        let row = sqlx::query(&sql)
+            .bind(session.user_id.0)
+            .bind(&session.digest.0[..])
+            .bind(to_micros(session.created))
+            .bind(to_micros(session.expires_at))
+            .bind(&session.user_agent)
+            .bind(&session.ip)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?;
+        session_at(&row)
+    }
+
+    async fn session_by_digest(
+        &self,
+        digest: &SecretDigest,
+    ) -> Result<Option<(SessionRecord, User)>, StoreError> {
+        let sql = format!(
+            "SELECT {SESSION_COLUMNS}, {USER_COLUMNS} FROM sessions \
+             JOIN users ON users.id = sessions.user_id WHERE sessions.digest = ?"
+        );
+        let Some(row) = sqlx::query(&sql)
+            .bind(&digest.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?
+        else {
+            return Ok(None);
+        };
+        Ok(Some((
+            session_at(&row)?,
+            user_at(&row, SESSION_COLUMN_COUNT)?,
+        )))
+    }
+
+    async fn sessions_for_user(&self, user_id: UserId) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ?");
+        let rows = sqlx::query(&sql)
+            .bind(user_id.0)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?;
+        session_rows(&rows)
+    }
+
+    async fn touch_session(&self, id: SessionId, at: OffsetDateTime) -> Result<(), StoreError> {
+        sqlx::query("UPDATE sessions SET last_seen = ? WHERE id = ?")
+            .bind(to_micros(at))
+            .bind(id.0)
+            .execute(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?;
+        Ok(())
+    }
+
+    async fn delete_session(
+        &self,
+        user_id: UserId,
+        id: SessionId,
+    ) -> Result<Option<SessionRecord>, StoreError> {
+        let sql = format!(
+            "DELETE FROM sessions WHERE id = ? AND user_id = ? RETURNING {SESSION_RETURNING}"
+        );
+        sqlx::query(&sql)
+            .bind(id.0)
+            .bind(user_id.0)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?
+            .map(|row| session_at(&row))
+            .transpose()
+    }
+
+    async fn delete_user_sessions(
+        &self,
+        user_id: UserId,
+        keep: Option<SessionId>,
+    ) -> Result<Vec<SessionRecord>, StoreError> {
+        let sql = format!(
+            "DELETE FROM sessions WHERE user_id = ?1 AND (?2 IS NULL OR id <> ?2) \
+             RETURNING {SESSION_RETURNING}"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(user_id.0)
+            .bind(keep.map(|k| k.0))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "session"))?;
+        session_rows(&rows)
+    }
+
+    async fn delete_expired_sessions(
+        &self,
+        now: OffsetDateTime,
+        idle_before: Option<OffsetDateTime>,
+    ) -> Result<u64, StoreError> {
+        let deleted = sqlx::query(
+            "DELETE FROM sessions WHERE expires_at <= ?1 OR (?2 IS NOT NULL AND last_seen <= ?2)",
+        )
+        .bind(to_micros(now))
+        .bind(idle_before.map(to_micros))
+        .execute(&self.pool)
+        .await
+        .map_err(|e| map_err(e, "session"))?
+        .rows_affected();
+        Ok(deleted)
     }
 }
 

@@ -15,7 +15,7 @@ use restguard_core::{
     AuthError,
 };
 
-use crate::password::{PasswordAuth, MAX_PASSWORD_BYTES};
+use crate::password::{Login, PasswordAuth, MAX_PASSWORD_BYTES};
 
 /// Base64 as Python's `b64decode` accepts it: standard alphabet, padding optional.
 const LENIENT_BASE64: GeneralPurpose = GeneralPurpose::new(
@@ -107,16 +107,21 @@ impl Authenticator for Basic {
                 "Invalid basic header. Credentials not correctly base64 encoded.",
             ));
         };
-        let user = self
+        let login = self
             .passwords
-            .authenticate(&credentials.username, &credentials.password)
+            .login(
+                request.client_ip,
+                &credentials.username,
+                &credentials.password,
+            )
             .await?;
-        Ok(match user {
-            Some(user) => Outcome::Authenticated(Identity::new(
+        Ok(match login {
+            Login::Valid(user) => Outcome::Authenticated(Identity::new(
                 std::sync::Arc::new(user),
                 AuthInfo::new(Scheme::Basic),
             )),
-            None => failed("Invalid username/password."),
+            Login::Invalid => failed("Invalid username/password."),
+            Login::Throttled(wait) => Outcome::Failed(AuthError::Throttled { wait }),
         })
     }
 }

@@ -7,6 +7,8 @@
 //! |---|---|---|
 //! | HTTP Basic (RFC 7617) | [`basic::Basic`] | `Authorization: Basic base64(user:pass)` |
 //! | API tokens (DRF authtoken / knox) | [`token::TokenAuth`] | `Authorization: Token <key>` |
+//! | JWT (Simple JWT) | [`jwt::JwtAuth`] | `Authorization: Bearer <access token>` |
+//! | Session + Django CSRF | [`session::Session`] | `Cookie: sessionid=…` (+ `X-CSRFToken` on unsafe methods) |
 //!
 //! Passwords are hashed with argon2id ([`password::PasswordHasher`]) on a small pool of
 //! low-priority threads, so a flood of logins cannot starve the API; Django's
@@ -34,8 +36,12 @@
 //! * No secret is logged; secret types print `[redacted]`.
 
 pub mod basic;
+pub mod csrf;
 pub mod digest;
+pub mod jwt;
 pub mod password;
+pub mod session;
+pub mod throttle;
 pub mod token;
 
 pub use restguard_core as core;

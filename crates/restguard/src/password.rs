@@ -27,6 +27,8 @@ use subtle::ConstantTimeEq;
 use time::OffsetDateTime;
 use tokio::sync::{oneshot, Semaphore};
 
+use crate::throttle::LoginThrottle;
+
 /// Longest password accepted, in bytes (CONTRACT §10); longer ones are refused before hashing.
 pub const MAX_PASSWORD_BYTES: usize = 4096;
 
@@ -368,6 +370,19 @@ fn lower_priority() {}
 pub struct PasswordAuth {
     users: Arc<dyn UserStore>,
     hasher: PasswordHasher,
+    throttle: Arc<LoginThrottle>,
+}
+
+/// The answer to a throttled password login.
+#[derive(Debug, Clone)]
+pub enum Login {
+    /// The credentials are valid and the user is active.
+    Valid(User),
+    /// Unknown user, wrong password or inactive user (indistinguishable on purpose).
+    Invalid,
+    /// Too many failed attempts from this IP or for this username: try again after this long.
+    /// The password was not checked.
+    Throttled(std::time::Duration),
 }
 
 impl std::fmt::Debug for PasswordAuth {
@@ -377,9 +392,40 @@ impl std::fmt::Debug for PasswordAuth {
 }
 
 impl PasswordAuth {
-    /// Checks passwords of `users` with `hasher`.
+    /// Checks passwords of `users` with `hasher`, with the contract's default login throttle
+    /// (20 failures a minute per IP, 10 an hour per username).
     pub fn new(users: Arc<dyn UserStore>, hasher: PasswordHasher) -> Self {
-        Self { users, hasher }
+        Self {
+            users,
+            hasher,
+            throttle: Arc::new(LoginThrottle::default()),
+        }
+    }
+
+    /// Replaces the login throttle.
+    pub fn with_login_throttle(mut self, throttle: LoginThrottle) -> Self {
+        self.throttle = Arc::new(throttle);
+        self
+    }
+
+    /// A password login from `client_ip`, subject to the login throttle: every endpoint that
+    /// accepts a password goes through here.
+    pub async fn login(
+        &self,
+        client_ip: Option<std::net::IpAddr>,
+        username: &str,
+        password: &SecretString,
+    ) -> Result<Login, StoreError> {
+        if let Some(wait) = self.throttle.check(client_ip, username) {
+            return Ok(Login::Throttled(wait));
+        }
+        Ok(match self.authenticate(username, password).await? {
+            Some(user) => Login::Valid(user),
+            None => {
+                self.throttle.record_failure(client_ip, username);
+                Login::Invalid
+            }
+        })
     }
 
     /// The hasher.
@@ -393,7 +439,8 @@ impl PasswordAuth {
     }
 
     /// The active user with this username and password, or `None`. A valid password stored
-    /// with a weaker hash is re-hashed with argon2id.
+    /// with a weaker hash is re-hashed with argon2id. Not throttled: endpoints use
+    /// [`PasswordAuth::login`].
     #[tracing::instrument(skip_all)]
     pub async fn authenticate(
         &self,

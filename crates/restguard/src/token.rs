@@ -60,7 +60,8 @@ struct CachedToken {
 struct Inner {
     store: Arc<dyn TokenStore>,
     digester: SecretDigester,
-    cache: moka::sync::Cache<SecretDigest, Arc<CachedToken>>,
+    /// `None` when caching is off: every check reads the store.
+    cache: Option<moka::sync::Cache<SecretDigest, Arc<CachedToken>>>,
 }
 
 /// Issues, checks, lists, rotates and revokes API tokens. Cheap to clone.
@@ -87,11 +88,13 @@ impl TokenService {
     /// A service over `store`, digesting with `digester`, caching checks for `cache_ttl`
     /// (`Duration::ZERO` disables the cache).
     pub fn new(store: Arc<dyn TokenStore>, digester: SecretDigester, cache_ttl: Duration) -> Self {
-        let cache = moka::sync::Cache::builder()
-            .max_capacity(if cache_ttl.is_zero() { 0 } else { 100_000 })
-            .time_to_live(cache_ttl.max(Duration::from_millis(1)))
-            .support_invalidation_closures()
-            .build();
+        let cache = (!cache_ttl.is_zero()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_live(cache_ttl)
+                .support_invalidation_closures()
+                .build()
+        });
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -118,7 +121,7 @@ impl TokenService {
         }
         let digest = self.inner.digester.digest(key);
         let now = OffsetDateTime::now_utc();
-        let cached = match self.inner.cache.get(&digest) {
+        let cached = match self.inner.cache.as_ref().and_then(|c| c.get(&digest)) {
             Some(hit) => hit,
             None => {
                 let Some((token, user)) = self.inner.store.token_by_digest(&digest).await? else {
@@ -130,7 +133,9 @@ impl TokenService {
                     user: Arc::new(user),
                     last_touch: AtomicI64::new(last),
                 });
-                self.inner.cache.insert(digest, entry.clone());
+                if let Some(cache) = &self.inner.cache {
+                    cache.insert(digest, entry.clone());
+                }
                 entry
             }
         };
@@ -234,7 +239,7 @@ impl TokenService {
     pub async fn revoke(&self, user_id: UserId, id: TokenId) -> Result<bool, StoreError> {
         let revoked = self.inner.store.revoke_token(user_id, id).await?;
         if let Some(token) = &revoked {
-            self.inner.cache.invalidate(&token.digest);
+            self.forget(&token.digest);
         }
         Ok(revoked.is_some())
     }
@@ -243,7 +248,7 @@ impl TokenService {
     pub async fn revoke_all(&self, user_id: UserId) -> Result<usize, StoreError> {
         let revoked = self.inner.store.revoke_all_tokens(user_id).await?;
         for token in &revoked {
-            self.inner.cache.invalidate(&token.digest);
+            self.forget(&token.digest);
         }
         self.forget_user(user_id);
         Ok(revoked.len())
@@ -264,18 +269,23 @@ impl TokenService {
         let Some((old, new)) = self.inner.store.rotate_token(user_id, id, record).await? else {
             return Ok(None);
         };
-        self.inner.cache.invalidate(&old.digest);
+        self.forget(&old.digest);
         Ok(Some(IssuedToken { token: new, key }))
     }
 
     /// Drops every cached check for the user (after a password change or deactivation made
     /// through another service).
     pub fn forget_user(&self, user_id: UserId) {
-        // Invalidation closures only fail when not enabled, and the builder enables them.
-        let _ = self
-            .inner
-            .cache
-            .invalidate_entries_if(move |_, cached| cached.user.id == user_id);
+        if let Some(cache) = &self.inner.cache {
+            // Invalidation closures only fail when not enabled, and the builder enables them.
+            let _ = cache.invalidate_entries_if(move |_, cached| cached.user.id == user_id);
+        }
+    }
+
+    fn forget(&self, digest: &SecretDigest) {
+        if let Some(cache) = &self.inner.cache {
+            cache.invalidate(digest);
+        }
     }
 }
 
@@ -328,8 +338,7 @@ impl Authenticator for TokenAuth {
     }
 
     async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
-        let keywords: Vec<&str> = self.keywords.iter().map(String::as_str).collect();
-        let Some(parts) = request.authorization_parts(&keywords, true) else {
+        let Some(parts) = request.authorization_parts(&self.keywords, true) else {
             return Ok(Outcome::Abstain);
         };
         let key = match parts.as_slice() {

@@ -1,7 +1,10 @@
 //! HTTP endpoints.
 
 pub(crate) mod health;
+pub(crate) mod jwt;
 pub(crate) mod me;
+pub(crate) mod pages;
+pub(crate) mod session;
 pub(crate) mod tokens;
 
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};

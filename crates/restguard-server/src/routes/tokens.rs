@@ -7,8 +7,8 @@ use axum::{
     http::StatusCode,
     Json,
 };
-use restguard::token::IssuedToken;
-use restguard_axum::Authenticated;
+use restguard::{password::Login, token::IssuedToken};
+use restguard_axum::{Authenticated, RequestIp};
 use restguard_core::{
     secret::SecretString,
     store::{ApiToken, TokenId},
@@ -50,7 +50,11 @@ fn issued_json(issued: &IssuedToken) -> Value {
 }
 
 /// `POST /api-token-auth/` — DRF's `obtain_auth_token` (a new token on every call).
-pub(crate) async fn obtain(State(state): State<AppState>, data: Data) -> ApiResult<Json<Value>> {
+pub(crate) async fn obtain(
+    State(state): State<AppState>,
+    RequestIp(ip): RequestIp,
+    data: Data,
+) -> ApiResult<Json<Value>> {
     let mut fields = Fields::new(&data);
     let username = fields.char(
         "username",
@@ -72,11 +76,19 @@ pub(crate) async fn obtain(State(state): State<AppState>, data: Data) -> ApiResu
             "Unable to log in with provided credentials.",
         ));
     };
-    let user = state
+    let user = match state
         .passwords
-        .authenticate(&username, &SecretString::new(password))
+        .login(ip, &username, &SecretString::new(password))
         .await?
-        .ok_or_else(|| ApiError::non_field("Unable to log in with provided credentials."))?;
+    {
+        Login::Valid(user) => user,
+        Login::Invalid => {
+            return Err(ApiError::non_field(
+                "Unable to log in with provided credentials.",
+            ))
+        }
+        Login::Throttled(wait) => return Err(ApiError::Throttled(wait)),
+    };
     let issued = state.tokens.issue(user.id, "", None).await?;
     Ok(Json(json!({"token": issued.key.expose()})))
 }
