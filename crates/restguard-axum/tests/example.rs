@@ -30,7 +30,7 @@ async fn setup() -> axum::Router {
             .hasher()
             .hash(&SecretString::new("pw"))
             .await
-            .unwrap();
+            .expect("test setup");
         stores
             .users
             .create_user(NewUser {
@@ -39,9 +39,9 @@ async fn setup() -> axum::Router {
                 ..NewUser::new(name)
             })
             .await
-            .unwrap();
+            .expect("test setup");
     }
-    app::router(stores, passwords).await.unwrap()
+    app::router(stores, passwords).await.expect("test setup")
 }
 
 async fn call(app: &axum::Router, path: &str, user: Option<&str>) -> (u16, Option<String>, Value) {
@@ -52,16 +52,25 @@ async fn call(app: &axum::Router, path: &str, user: Option<&str>) -> (u16, Optio
     }
     let response = app
         .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
+        .oneshot(request.body(Body::empty()).expect("test setup"))
         .await
-        .unwrap();
+        .expect("test setup");
     let status = response.status().as_u16();
     let challenge = response
         .headers()
         .get("www-authenticate")
-        .map(|v| v.to_str().unwrap().to_owned());
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, challenge, serde_json::from_slice(&body).unwrap())
+        .map(|v| v.to_str().expect("test setup").to_owned());
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("test setup")
+        .to_bytes();
+    (
+        status,
+        challenge,
+        serde_json::from_slice(&body).expect("test setup"),
+    )
 }
 
 #[tokio::test]

@@ -162,7 +162,11 @@ async fn screenshot(client: &Client, name: &str) -> Result<PathBuf, Failure> {
 }
 
 async fn status_with_token(server: &Server, key: &str) -> u16 {
-    server.get("/api/me/", Some(&token(key))).await.status.as_u16()
+    server
+        .get("/api/me/", Some(&token(key)))
+        .await
+        .status
+        .as_u16()
 }
 
 async fn flow(server: &Server, client: &Client) -> Result<(), Failure> {
@@ -176,20 +180,40 @@ async fn flow(server: &Server, client: &Client) -> Result<(), Failure> {
     fill(client, "#id_username", "alice").await?;
     fill(client, "#id_password", PW).await?;
     click(client, "#sign-in").await?;
-    wait_until(client, "the account page", "return location.pathname === '/account/' && document.getElementById('username');").await?;
+    wait_until(
+        client,
+        "the account page",
+        "return location.pathname === '/account/' && document.getElementById('username');",
+    )
+    .await?;
     assert_eq!(
         client.find(Locator::Id("username")).await?.text().await?,
         "alice"
     );
-    wait_until(client, "the page script", "return document.body.getAttribute('data-js') === 'on';").await?;
+    wait_until(
+        client,
+        "the page script",
+        "return document.body.getAttribute('data-js') === 'on';",
+    )
+    .await?;
 
     // 2. Create a token: the page's script POSTs /api/tokens/ with X-CSRFToken.
     fill(client, "#id_token_name", "browser test").await?;
     click(client, "#create-token").await?;
-    let key = wait_until(client, "the new key", "return document.getElementById('new-key').textContent;").await?;
+    let key = wait_until(
+        client,
+        "the new key",
+        "return document.getElementById('new-key').textContent;",
+    )
+    .await?;
     let key = key.as_str().ok_or("key is text")?.to_owned();
     assert!(key.starts_with("rg_"), "{key}");
-    wait_until(client, "the token row", "return document.querySelectorAll('#tokens tr[data-token-id]').length === 1;").await?;
+    wait_until(
+        client,
+        "the token row",
+        "return document.querySelectorAll('#tokens tr[data-token-id]').length === 1;",
+    )
+    .await?;
 
     // 3. The key works from an independent HTTP client.
     let me = server.get("/api/me/", Some(&token(&key))).await;
@@ -209,7 +233,10 @@ async fn flow(server: &Server, client: &Client) -> Result<(), Failure> {
     let page = client.source().await?;
     assert!(!page.contains(&rotated), "a key is never shown twice");
     let shot = screenshot(client, "account.png").await?;
-    assert!(std::fs::metadata(&shot)?.len() > 10_000, "a real screenshot");
+    assert!(
+        std::fs::metadata(&shot)?.len() > 10_000,
+        "a real screenshot"
+    );
 
     // 5. Change the password: another session and the tokens are refused; this browser stays.
     let other = login(server, "alice", PW).await;
@@ -220,7 +247,11 @@ async fn flow(server: &Server, client: &Client) -> Result<(), Failure> {
     click(client, "#change-password").await?;
     wait_until(client, "the confirmation", "var m = document.querySelector('.notice'); return m && m.textContent.indexOf('Password changed') >= 0;").await?;
     assert_eq!(other.me(server).await.status, 401, "other session ended");
-    assert_eq!(status_with_token(server, &rotated).await, 401, "tokens revoked");
+    assert_eq!(
+        status_with_token(server, &rotated).await,
+        401,
+        "tokens revoked"
+    );
     screenshot(client, "account-password-changed.png").await?;
     client.goto(&server.url("/account/")).await?;
     assert_eq!(
@@ -230,16 +261,33 @@ async fn flow(server: &Server, client: &Client) -> Result<(), Failure> {
     );
 
     // 6. Sign out: the cookie the browser had no longer works anywhere.
-    let sessionid = client.get_named_cookie("sessionid").await?.value().to_owned();
-    let csrftoken = client.get_named_cookie("csrftoken").await?.value().to_owned();
+    let sessionid = client
+        .get_named_cookie("sessionid")
+        .await?
+        .value()
+        .to_owned();
+    let csrftoken = client
+        .get_named_cookie("csrftoken")
+        .await?
+        .value()
+        .to_owned();
     let before = Browser {
         sessionid: sessionid.clone(),
         csrftoken,
     };
     assert_eq!(before.me(server).await.status, 200);
     click(client, "#sign-out").await?;
-    wait_until(client, "the signed-out page", "var h = document.querySelector('h1'); return h && h.textContent === 'Signed out';").await?;
-    assert_eq!(before.me(server).await.status, 401, "cookie no longer works");
+    wait_until(
+        client,
+        "the signed-out page",
+        "var h = document.querySelector('h1'); return h && h.textContent === 'Signed out';",
+    )
+    .await?;
+    assert_eq!(
+        before.me(server).await.status,
+        401,
+        "cookie no longer works"
+    );
     client.goto(&server.url("/account/")).await?;
     assert_eq!(client.current_url().await?.path(), "/api-auth/login/");
     Ok(())
@@ -265,6 +313,9 @@ async fn sign_in_create_use_rotate_change_password_sign_out() {
     let _ = client.close().await;
     drop(driver);
     if let Err(e) = result {
-        panic!("browser flow failed: {e}\nserver stderr:\n{}", server.stderr());
+        panic!(
+            "browser flow failed: {e}\nserver stderr:\n{}",
+            server.stderr()
+        );
     }
 }

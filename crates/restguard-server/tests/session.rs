@@ -14,6 +14,9 @@ use session_support::{
 
 const PW: &str = "correct horse 1";
 
+/// Cookies or headers of one request.
+type Pairs<'a> = Vec<(&'a str, &'a str)>;
+
 fn alice(server: &Server) {
     server.create_user("alice", PW);
 }
@@ -138,7 +141,7 @@ async fn every_csrf_failure_reason_on_login_and_nothing_is_written() {
     let (secret, token) = csrf(&server).await;
     let creds = || Body::Json(json!({"username": "alice", "password": PW}));
     let other = restguard::csrf::CsrfSecret::generate().mask();
-    let cases: Vec<(Vec<(&str, &str)>, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<(Pairs, Pairs, &str)> = vec![
         (
             vec![],
             vec![("X-CSRFToken", &token)],

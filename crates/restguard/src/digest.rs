@@ -11,7 +11,9 @@ use sha2::Sha256;
 /// checked against guesses without it.
 #[derive(Clone)]
 pub struct SecretDigester {
-    key: [u8; 32],
+    /// HMAC state with the key already absorbed (the key pads are hashed once, not per
+    /// digest: digests sit on every token and session check).
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for SecretDigester {
@@ -26,7 +28,10 @@ pub const DIGEST_KEY_NAME: &str = "secret_digest_key";
 impl SecretDigester {
     /// A digester with an explicit key.
     pub fn new(key: [u8; 32]) -> Self {
-        Self { key }
+        Self {
+            keyed: <Hmac<Sha256> as Mac>::new_from_slice(&key)
+                .expect("HMAC accepts any key length"),
+        }
     }
 
     /// Loads the shared key from the store, creating it on first use.
@@ -50,8 +55,7 @@ impl SecretDigester {
     /// assert_ne!(d.digest("abc"), d.digest("abd"));
     /// ```
     pub fn digest(&self, secret: &str) -> SecretDigest {
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.key).expect("HMAC accepts any key length");
+        let mut mac = self.keyed.clone();
         mac.update(secret.as_bytes());
         SecretDigest(mac.finalize().into_bytes().into())
     }

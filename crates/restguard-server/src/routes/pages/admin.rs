@@ -51,15 +51,14 @@ fn staff(visitor: &Visitor, next: &str) -> Result<ActiveSession, PageError> {
     Ok(session.clone())
 }
 
+/// The users page; `extra` holds `notice`, `error`, `form` (values to echo) and
+/// `field_errors`, each optional.
 async fn users_page(
     state: &AppState,
     visitor: Visitor,
     status: StatusCode,
     q: &str,
-    notice: Option<&str>,
-    error: Option<&str>,
-    form: Value,
-    field_errors: Map<String, Value>,
+    mut context: Map<String, Value>,
 ) -> PageResult {
     let search = q.trim();
     let search = (!search.is_empty()).then(|| search.chars().take(150).collect::<String>());
@@ -70,7 +69,6 @@ async fn users_page(
         .await?;
     let more = users.len() > PAGE_SIZE as usize;
     users.truncate(PAGE_SIZE as usize);
-    let mut context = Map::new();
     context.insert("section".into(), json!("admin"));
     context.insert("q".into(), json!(q));
     context.insert(
@@ -78,10 +76,8 @@ async fn users_page(
         Value::Array(users.iter().map(user_json).collect()),
     );
     context.insert("more".into(), json!(more));
-    context.insert("notice".into(), json!(notice));
-    context.insert("error".into(), json!(error));
-    context.insert("form".into(), form);
-    context.insert("field_errors".into(), Value::Object(field_errors));
+    context.entry("form").or_insert_with(|| json!({}));
+    context.entry("field_errors").or_insert_with(|| json!({}));
     Ok(visitor.render(state, status, "admin_users.html", "Users", context))
 }
 
@@ -99,10 +95,7 @@ pub(crate) async fn list(
         visitor,
         StatusCode::OK,
         query.q.as_deref().unwrap_or(""),
-        notice,
-        None,
-        json!({}),
-        Map::new(),
+        notice_context(notice),
     )
     .await
 }
@@ -145,10 +138,7 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
             form.visitor,
             StatusCode::BAD_REQUEST,
             "",
-            None,
-            Some("The user was not created. Please correct the errors below."),
-            echo,
-            errors,
+            form_errors(echo, errors),
         )
         .await;
     }
@@ -181,10 +171,7 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
                 form.visitor,
                 StatusCode::BAD_REQUEST,
                 "",
-                None,
-                Some("The user was not created. Please correct the errors below."),
-                echo,
-                errors,
+                form_errors(echo, errors),
             )
             .await;
         }
@@ -195,6 +182,23 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
         &format!("/admin/users/{}/?notice=user-created", created.id),
         Vec::new(),
     ))
+}
+
+fn notice_context(notice: Option<&str>) -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert("notice".into(), json!(notice));
+    context
+}
+
+fn form_errors(echo: Value, errors: Map<String, Value>) -> Map<String, Value> {
+    let mut context = Map::new();
+    context.insert(
+        "error".into(),
+        json!("The user was not created. Please correct the errors below."),
+    );
+    context.insert("form".into(), echo);
+    context.insert("field_errors".into(), Value::Object(errors));
+    context
 }
 
 fn parse_id(raw: &str) -> Result<i64, PageError> {

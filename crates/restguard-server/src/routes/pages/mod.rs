@@ -333,6 +333,7 @@ impl Visitor {
         mut context: Map<String, Value>,
     ) -> Response {
         context.insert("title".into(), json!(title));
+        context.entry("field_errors").or_insert_with(|| json!({}));
         context.insert("csrf_token".into(), json!(self.csrf.mask()));
         context.insert("csrf_cookie_name".into(), json!(state.csrf.cookie_name));
         if let Some(session) = &self.session {
@@ -595,6 +596,7 @@ mod tests {
         context.insert("next".into(), json!("/account/"));
         context.insert("username".into(), json!("<script>alert(1)</script>"));
         context.insert("csrf_token".into(), json!("x"));
+        context.insert("field_errors".into(), json!({}));
         let out = render_template("login.html", &Value::Object(context)).expect("renders");
         assert!(out.contains("&lt;script&gt;"));
         assert!(!out.contains("<script>alert"));
