@@ -14,6 +14,7 @@
 # FLOOD_CONNS=16 FLOOD_LEAD=3 OHA_THREADS=1 OHA_TIMEOUT=30 TRIES=3 NOISE_MAX=10
 # QUIET_WAIT=20 LOCK_WAIT=1200 DRF=auto|1|0 DRF_CONFIG=sync DRF_PEER_SRC=../shared/peers
 # DRF_PEER_DIR=/tmp/restguard-peers/drf BUILD=1 RESULTS=bench/out/results-<date>.md
+# BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/postgres BENCH_REDIS_URL=redis://127.0.0.1:6379/
 # Only 127.0.0.1 is contacted; every wait loop and every oha run is bounded.
 set -euo pipefail
 
@@ -457,6 +458,82 @@ if [ -z "$ROWS" ] || [[ " $ROWS " == *" jwt-eddsa-me "* ]]; then
     row jwt-eddsa-me "JWT EdDSA access token (signature + cached user)" GET /api/me/ -H "Authorization: Bearer $JWT_ACCESS"
 fi
 
+# ------------------------------------------------------------ OAuth2 rows ---
+# (docs/oauth2.md) A user-bound access token from the password grant (switched on for the
+# bench only), and the client-credentials grant (one INSERT per call).
+if [ -z "$ROWS" ] || [[ " $ROWS " == *" oauth-me "* ]] || [[ " $ROWS " == *" oauth-cc "* ]]; then
+    restart_server RESTGUARD_OAUTH2__PASSWORD_GRANT=true
+    OAUTH_APP="$(cli app create --name bench --client-type confidential --grant client-credentials --grant password)" ||
+        die "restguard app create failed"
+    OAUTH_ID="$(printf '%s' "$OAUTH_APP" | python3 -c 'import json, sys; print(json.load(sys.stdin)["client_id"])')"
+    OAUTH_SECRET="$(printf '%s' "$OAUTH_APP" | python3 -c 'import json, sys; print(json.load(sys.stdin)["client_secret"])')"
+    OAUTH_ACCESS="$(curl -fsS --max-time 30 -u "$OAUTH_ID:$OAUTH_SECRET" -d grant_type=password \
+        --data-urlencode "username=$BENCH_USER" --data-urlencode "password=$BENCH_PASS" "$BASE/o/token/" |
+        python3 -c 'import json, sys; print(json.load(sys.stdin)["access_token"])')" || die "OAuth2 password grant failed"
+    row oauth-me "OAuth2 bearer access token (digest lookup, 1 s cache)" GET /api/me/ -H "Authorization: Bearer $OAUTH_ACCESS"
+    row oauth-cc "OAuth2 client_credentials (client secret digest + 1 INSERT)" POST /o/token/ "${FORM[@]}" -a "$OAUTH_ID:$OAUTH_SECRET" -d "grant_type=client_credentials"
+fi
+
+# ------------------------------------------------------- scale-out rows ---
+# (docs/scale-out.md) Throttled routes (every request counted: in process, then in
+# Redis with one Lua call per request) and Token on PostgreSQL with and without the
+# 1 s token cache. PostgreSQL rows run in a scratch schema of BENCH_PG_URL (default the
+# local server), dropped afterwards; they and the Redis row are skipped with a note when
+# the service does not answer. The rate is high enough never to refuse.
+BENCH_PG_URL="${BENCH_PG_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+BENCH_REDIS_URL="${BENCH_REDIS_URL:-redis://127.0.0.1:6379/}"
+THROTTLE_ENV=(RESTGUARD_THROTTLE__USER=100000000/d)
+if [ -z "$ROWS" ] || [[ " $ROWS " == *" throttled-me "* ]]; then
+    restart_server "${THROTTLE_ENV[@]}"
+    row throttled-me "Token key + user throttle (in process)" GET /api/me/ -H "Authorization: Token $TOKEN_KEY"
+fi
+if [ -z "$ROWS" ] || [[ " $ROWS " == *" redis-throttled-me "* ]]; then
+    if command -v redis-cli >/dev/null && timeout 5 redis-cli -u "$BENCH_REDIS_URL" ping >/dev/null 2>&1; then
+        restart_server "${THROTTLE_ENV[@]}" RESTGUARD_REDIS__URL="$BENCH_REDIS_URL" \
+            RESTGUARD_REDIS__KEY_PREFIX="restguard-bench-$$:"
+        row redis-throttled-me "Token key + user throttle in Redis (1 Lua call per request)" GET /api/me/ -H "Authorization: Token $TOKEN_KEY"
+    else
+        say "skipping redis-throttled-me: no Redis answers at $BENCH_REDIS_URL"
+    fi
+fi
+if [ -z "$ROWS" ] || [[ " $ROWS " == *" redis-session-me "* ]]; then
+    if command -v redis-cli >/dev/null && timeout 5 redis-cli -u "$BENCH_REDIS_URL" ping >/dev/null 2>&1; then
+        restart_server RESTGUARD_REDIS__URL="$BENCH_REDIS_URL" RESTGUARD_REDIS__SESSIONS=true \
+            RESTGUARD_REDIS__KEY_PREFIX="restguard-bench-$$:"
+        session_login
+        row redis-session-me "session cookie, sessions in Redis (cached lookup)" GET /api/me/ -H "Cookie: sessionid=$SESSION_ID"
+    else
+        say "skipping redis-session-me: no Redis answers at $BENCH_REDIS_URL"
+    fi
+fi
+PG_SCHEMA=""
+drop_pg_schema() {
+    [ -n "$PG_SCHEMA" ] && timeout 30 psql -q "$BENCH_PG_URL" -c "DROP SCHEMA IF EXISTS $PG_SCHEMA CASCADE" >/dev/null 2>&1
+    PG_SCHEMA=""
+}
+if [ -z "$ROWS" ] || [[ " $ROWS " == *" pg-token-me "* ]] || [[ " $ROWS " == *" pg-token-me-nocache "* ]]; then
+    if command -v psql >/dev/null && timeout 10 psql -q "$BENCH_PG_URL" -c "SELECT 1" >/dev/null 2>&1; then
+        PG_SCHEMA="restguard_bench_$$"
+        trap 'drop_pg_schema; cleanup' EXIT
+        timeout 30 psql -q "$BENCH_PG_URL" -c "CREATE SCHEMA $PG_SCHEMA" >/dev/null || die "cannot create schema $PG_SCHEMA"
+        case "$BENCH_PG_URL" in *\?*) sep='&' ;; *) sep='?' ;; esac
+        PG_URL="$BENCH_PG_URL${sep}options=-c%20search_path%3D$PG_SCHEMA"
+        pg_cli() { (cd "$WORK" && RESTGUARD_DATABASE__URL="$PG_URL" timeout 60 "$BIN" "$@"); }
+        pg_cli migrate 2>/dev/null || die "restguard migrate on PostgreSQL failed"
+        printf '%s\n' "$BENCH_PASS" | pg_cli user create "$BENCH_USER" --password-stdin >/dev/null 2>&1 ||
+            die "restguard user create on PostgreSQL failed"
+        PG_TOKEN="$(pg_cli token create "$BENCH_USER" --name bench)" || die "token create on PostgreSQL failed"
+        restart_server RESTGUARD_DATABASE__URL="$PG_URL"
+        row pg-token-me "Token key on PostgreSQL (1 s token cache)" GET /api/me/ -H "Authorization: Token $PG_TOKEN"
+        restart_server RESTGUARD_DATABASE__URL="$PG_URL" RESTGUARD_TOKEN__CACHE_TTL=0
+        row pg-token-me-nocache "Token key on PostgreSQL, no cache (1 indexed query per request)" GET /api/me/ -H "Authorization: Token $PG_TOKEN"
+        stop_server
+        drop_pg_schema
+    else
+        say "skipping pg-token-me rows: no PostgreSQL answers at $BENCH_PG_URL (or psql missing)"
+    fi
+fi
+
 stop_server
 
 # -------------------------------------------------------------------- DRF ---
@@ -569,6 +646,11 @@ git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev (+ uncommitted changes
             if (p > 0 && h > 0) printf "- JWT ≥ 0.9× ping: jwt-me (HS256) %s req/s = **%.2f×** (%s)\n", h, h / p, (h / p >= 0.9 ? "met" : "NOT met")
             if (p > 0 && e > 0) printf "- JWT ≥ 0.9× ping: jwt-eddsa-me (EdDSA) %s req/s = **%.2f×** (%s)\n", e, e / p, (e / p >= 0.9 ? "met" : "NOT met")
             if (p > 0 && r > 0) printf "- JWT refresh ≥ 0.2× ping: jwt-refresh %s req/s = **%.2f×** (%s)\n", r, r / p, (r / p >= 0.2 ? "met" : "NOT met")
+        }' "$ROWS_TSV"
+    awk -F'\t' '$1 == "ping" { p = $4 } $1 == "oauth-me" { m = $4 } $1 == "oauth-cc" { c = $4 }
+        END {
+            if (p > 0 && m > 0) printf "- OAuth2 bearer ≥ 0.8× ping: oauth-me %s req/s = **%.2f×** (%s)\n", m, m / p, (m / p >= 0.8 ? "met" : "NOT met")
+            if (p > 0 && c > 0) printf "- OAuth2 client_credentials ≥ 0.2× ping: oauth-cc %s req/s = **%.2f×** (%s)\n", c, c / p, (c / p >= 0.2 ? "met" : "NOT met")
         }' "$ROWS_TSV"
     if [ "$drf_enabled" = 1 ]; then
         drf_token="$(drf_rps /api/token/me)"

@@ -46,6 +46,49 @@ impl<'a> RequestContext<'a> {
         })
     }
 
+    /// The credentials after a matching keyword, without allocating: `None` when the header
+    /// is absent or has another keyword (the authenticator abstains), otherwise how many
+    /// whitespace-separated words follow it (DRF's `len(auth)` checks).
+    ///
+    /// ```
+    /// use restguard_core::{authenticator::Credentials, RequestContext};
+    /// let (parts, _) = http::Request::builder()
+    ///     .header("authorization", "token abc")
+    ///     .body(())
+    ///     .unwrap()
+    ///     .into_parts();
+    /// let ctx = RequestContext::new(&parts, None).unwrap();
+    /// assert_eq!(ctx.credentials(&["Token"], true), Some(Credentials::One(b"abc")));
+    /// assert_eq!(ctx.credentials(&["Bearer"], true), None);
+    /// ```
+    pub fn credentials<K: AsRef<str>>(
+        &self,
+        keywords: &[K],
+        case_insensitive: bool,
+    ) -> Option<Credentials<'a>> {
+        let value = self.authorization?.as_bytes();
+        let mut words = value
+            .split(|b| b.is_ascii_whitespace())
+            .filter(|w| !w.is_empty());
+        let keyword = words.next()?;
+        let matches = keywords.iter().any(|k| {
+            let k = k.as_ref().as_bytes();
+            if case_insensitive {
+                k.eq_ignore_ascii_case(keyword)
+            } else {
+                k == keyword
+            }
+        });
+        if !matches {
+            return None;
+        }
+        Some(match (words.next(), words.next()) {
+            (None, _) => Credentials::Missing,
+            (Some(one), None) => Credentials::One(one),
+            (Some(_), Some(_)) => Credentials::Several,
+        })
+    }
+
     /// Splits `Authorization: <keyword> <rest>` when the keyword matches one of `keywords`
     /// (ASCII case-insensitively when `case_insensitive`). Returns the remainder's
     /// whitespace-separated parts, DRF's `auth[1:]`.
@@ -69,6 +112,17 @@ impl<'a> RequestContext<'a> {
         });
         matches.then(|| words.collect())
     }
+}
+
+/// What follows the keyword of an `Authorization` header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Credentials<'a> {
+    /// The keyword alone.
+    Missing,
+    /// Exactly one word.
+    One(&'a [u8]),
+    /// More than one word.
+    Several,
 }
 
 /// One authenticator's answer (DRF's three outcomes).

@@ -116,6 +116,10 @@ impl Permission for HasScope {
     }
 }
 
+#[path = "permission_scopes.rs"]
+mod scopes;
+pub use scopes::{HasReadWriteScope, HasScopeForMethod};
+
 /// Both must allow.
 #[derive(Debug, Clone)]
 pub struct And<A, B>(pub A, pub B);

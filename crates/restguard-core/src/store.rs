@@ -8,6 +8,11 @@ use time::OffsetDateTime;
 
 use crate::identity::{User, UserId};
 
+pub use crate::oauth_store::{
+    Application, ApplicationId, AuthorizationCode, AuthorizedApplication, ClientType, CodeUse,
+    NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken, OAuthTokenKind,
+};
+
 /// A boxed error cause.
 pub type BoxError = Box<dyn StdError + Send + Sync + 'static>;
 
@@ -342,6 +347,33 @@ pub trait JwtStore: Send + Sync + 'static {
         replacement: Option<NewRefreshToken>,
         at: OffsetDateTime,
     ) -> Result<RefreshUse, StoreError>;
+    /// Rotation without blacklisting (Simple JWT's `BLACKLIST_AFTER_ROTATION = False`): stores
+    /// `replacement` in the family of `parent`, only if `parent` belongs to
+    /// `replacement.user_id` and is neither used nor revoked. `None` (nothing written)
+    /// otherwise. Backends should make this one conditional statement; the default reads then
+    /// writes.
+    async fn extend_family(
+        &self,
+        parent: &SecretDigest,
+        replacement: NewRefreshToken,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        match self.refresh_by_jti(parent).await? {
+            Some(p)
+                if p.used_at.is_none()
+                    && p.revoked_at.is_none()
+                    && p.user_id == replacement.user_id =>
+            {
+                let family = p.family;
+                self.create_refresh(NewRefreshToken {
+                    family,
+                    ..replacement
+                })
+                .await
+                .map(Some)
+            }
+            _ => Ok(None),
+        }
+    }
     /// Revokes every token of the family not yet revoked; returns how many.
     async fn revoke_family(&self, family: &FamilyId, at: OffsetDateTime)
         -> Result<u64, StoreError>;
@@ -514,6 +546,8 @@ pub struct Stores {
     pub signing_keys: Arc<dyn SigningKeyStore>,
     /// Browser sessions.
     pub sessions: Arc<dyn SessionStore>,
+    /// OAuth2 applications, codes and tokens.
+    pub oauth: Arc<dyn OAuthStore>,
     /// Health.
     pub health: Arc<dyn StoreHealth>,
 }
@@ -528,6 +562,7 @@ impl Stores {
             + JwtStore
             + SigningKeyStore
             + SessionStore
+            + OAuthStore
             + StoreHealth,
     {
         Self {
@@ -537,6 +572,7 @@ impl Stores {
             jwt: backend.clone(),
             signing_keys: backend.clone(),
             sessions: backend.clone(),
+            oauth: backend.clone(),
             health: backend,
         }
     }

@@ -34,3 +34,27 @@ pub trait Throttle: Send + Sync + fmt::Debug + 'static {
         request: &ThrottleRequest<'_>,
     ) -> Result<ThrottleDecision, StoreError>;
 }
+
+/// Shared throttle counters (a store concern, like users or tokens): sliding windows of event
+/// times per key, kept where every instance sees them (Redis), so that a limit of N holds in
+/// total, not per instance. Implementations must make each call atomic.
+///
+/// Keys are built by the caller (`anon:ip:…`, `user:42`, `login:ip:…`); the store may prefix
+/// them.
+#[async_trait]
+pub trait ThrottleStore: Send + Sync + fmt::Debug + 'static {
+    /// DRF's `allow_request` on the window of `key`: when fewer than `rate.requests` events
+    /// happened in the last `rate.period`, records this one and answers `None`; otherwise
+    /// records nothing and answers how long until the oldest event leaves the window.
+    async fn hit(&self, key: &str, rate: crate::rate::Rate)
+        -> Result<Option<Duration>, StoreError>;
+    /// Like [`hit`](Self::hit) without recording anything.
+    async fn check(
+        &self,
+        key: &str,
+        rate: crate::rate::Rate,
+    ) -> Result<Option<Duration>, StoreError>;
+    /// Records an event whatever the count (a failed login), keeping at most
+    /// `rate.requests` events in the window.
+    async fn record(&self, key: &str, rate: crate::rate::Rate) -> Result<(), StoreError>;
+}

@@ -30,13 +30,25 @@ use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::Trac
 use crate::{
     config::Config,
     error::ApiError,
-    routes::{health, jwt, me, pages, session, tokens},
+    routes::{health, jwt, me, oauth2, pages, session, tokens, verify},
     stores::Backend,
 };
 
-/// Shared state of the handlers.
+/// Shared state of the handlers. axum clones the state for every request, so it is one `Arc`
+/// (a single atomic increment) rather than a struct of many.
 #[derive(Clone)]
-pub(crate) struct AppState {
+pub(crate) struct AppState(Arc<AppStateInner>);
+
+impl std::ops::Deref for AppState {
+    type Target = AppStateInner;
+
+    fn deref(&self) -> &AppStateInner {
+        &self.0
+    }
+}
+
+/// What [`AppState`] shares.
+pub(crate) struct AppStateInner {
     pub(crate) stores: Stores,
     pub(crate) passwords: PasswordAuth,
     pub(crate) tokens: TokenService,
@@ -50,6 +62,8 @@ pub(crate) struct AppState {
     pub(crate) csrf: Arc<CsrfPolicy>,
     /// Whether the CSRF cookie is marked `Secure`.
     pub(crate) csrf_cookie_secure: bool,
+    /// The OAuth2 / OpenID Connect provider.
+    pub(crate) oauth: restguard_oauth2::Provider,
 }
 
 /// The authenticators a configuration can name.
@@ -58,6 +72,7 @@ pub(crate) struct Schemes {
     jwt: Arc<dyn Authenticator>,
     basic: Arc<dyn Authenticator>,
     session: Arc<dyn Authenticator>,
+    oauth2: Arc<dyn Authenticator>,
 }
 
 impl Schemes {
@@ -67,11 +82,9 @@ impl Schemes {
             "jwt" => Ok(self.jwt.clone()),
             "basic" => Ok(self.basic.clone()),
             "session" => Ok(self.session.clone()),
-            "oauth2" => Err(format!(
-                "{key}: authenticator \"{name}\" is not available in this version (token, jwt, basic, session)"
-            )),
+            "oauth2" => Ok(self.oauth2.clone()),
             other => Err(format!(
-                "{key}: unknown authenticator \"{other}\" (token, jwt, basic, session)"
+                "{key}: unknown authenticator \"{other}\" (token, jwt, oauth2, basic, session)"
             )),
         }
     }
@@ -91,6 +104,9 @@ pub(crate) const SESSION_ENDPOINTS: [&str; 7] = [
 /// The server-rendered pages (each handler requires a session itself).
 pub(crate) const PAGE_PREFIXES: [&str; 2] = ["/account/", "/admin/"];
 
+/// The OAuth2 / OIDC provider's endpoints and metadata: open in the table.
+pub(crate) const OAUTH2_PREFIXES: [&str; 2] = ["/o/", "/.well-known/oauth-authorization-server"];
+
 /// The JWT endpoints: open (no authenticators, `AllowAny`), like DRF's token views.
 pub(crate) const JWT_ENDPOINTS: [&str; 7] = [
     "/api/token/",
@@ -108,10 +124,11 @@ fn permission_by_name(name: &str, key: &str) -> Result<Arc<dyn Permission>, Stri
         "is_authenticated" => Arc::new(IsAuthenticated),
         "is_admin_user" => Arc::new(IsAdminUser),
         "is_authenticated_or_read_only" => Arc::new(IsAuthenticatedOrReadOnly),
+        "has_read_write_scope" => Arc::new(restguard_core::permission::HasReadWriteScope::new()),
         other => match other.strip_prefix("has_scope:") {
             Some(scope) if !scope.is_empty() => Arc::new(HasScope::new([scope])),
             _ => return Err(format!(
-                "{key}: unknown permission \"{other}\" (allow_any, is_authenticated, is_admin_user, is_authenticated_or_read_only, has_scope:<scope>)"
+                "{key}: unknown permission \"{other}\" (allow_any, is_authenticated, is_admin_user, is_authenticated_or_read_only, has_read_write_scope, has_scope:<scope>)"
             )),
         },
     })
@@ -126,9 +143,16 @@ pub(crate) struct Throttles {
 }
 
 impl Throttles {
-    pub(crate) fn from_config(config: &crate::config::ThrottleConfig) -> Self {
+    pub(crate) fn from_config(
+        config: &crate::config::ThrottleConfig,
+        shared: Option<crate::scaleout::SharedThrottle>,
+    ) -> Self {
+        // With `redis.url`, every instance counts in the same Redis windows.
         let make = |kind: ThrottleKind, rate: Rate| -> Arc<dyn Throttle> {
-            Arc::new(RateThrottle::new(kind, rate))
+            match &shared {
+                Some(s) => Arc::new(RateThrottle::shared(kind, rate, s.store.clone(), s.fail)),
+                None => Arc::new(RateThrottle::new(kind, rate)),
+            }
         };
         Self {
             anon: config.anon.map(|r| make(ThrottleKind::Anon, r.0)),
@@ -183,7 +207,10 @@ fn build_policy(
 /// The policy table: the configured default, the configured routes, and the server's own
 /// endpoints (which fix their policy, as DRF views do).
 pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyTable, String> {
-    let throttles = Throttles::from_config(&config.throttle);
+    let throttles = Throttles::from_config(
+        &config.throttle,
+        crate::scaleout::shared_throttle(&config.redis)?,
+    );
     let default_throttles = throttles.defaults();
     let default = build_policy(
         schemes,
@@ -241,9 +268,15 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
         table = table.with_route(rule, policy);
     }
     // The server's own endpoints: exact rules, which beat any configured prefix.
-    for path in ["/healthz", "/readyz", "/api-token-auth/"]
-        .into_iter()
-        .chain(JWT_ENDPOINTS)
+    for path in [
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/api-token-auth/",
+        "/auth/verify",
+    ]
+    .into_iter()
+    .chain(JWT_ENDPOINTS)
     {
         table = table.with_route(RouteRule::exact(path), open.clone());
     }
@@ -252,6 +285,11 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
     // applies before anyone is authenticated; forms carry the token in the body).
     for path in SESSION_ENDPOINTS {
         table = table.with_route(RouteRule::exact(path), open.clone());
+    }
+    // The OAuth2 provider authenticates its clients itself (Basic carries client
+    // credentials there, not a user's).
+    for prefix in OAUTH2_PREFIXES {
+        table = table.with_route(RouteRule::prefix(prefix), open.clone());
     }
     for prefix in PAGE_PREFIXES {
         table = table.with_route(RouteRule::prefix(prefix), open.clone());
@@ -273,9 +311,18 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         max_in_flight: config.password.max_in_flight,
         ..HasherConfig::default()
     });
-    let passwords = PasswordAuth::new(stores.users.clone(), hasher).with_login_throttle(
-        LoginThrottle::new(config.throttle.login_ip.0, config.throttle.login_user.0),
-    );
+    let login_throttle =
+        match crate::scaleout::shared_throttle(&config.redis).map_err(anyhow::Error::msg)? {
+            Some(shared) => LoginThrottle::shared(
+                config.throttle.login_ip.0,
+                config.throttle.login_user.0,
+                shared.store,
+                shared.fail,
+            ),
+            None => LoginThrottle::new(config.throttle.login_ip.0, config.throttle.login_user.0),
+        };
+    let passwords =
+        PasswordAuth::new(stores.users.clone(), hasher).with_login_throttle(login_throttle);
     let digester = restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?;
     let tokens = TokenService::new(
         stores.tokens.clone(),
@@ -306,7 +353,25 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         .cookie_secure
         .unwrap_or(session_settings.cookie_secure);
     let sessions = SessionService::from_stores(&stores, session_settings).await?;
+    let oauth_provider = restguard_oauth2::Provider::new(
+        &stores,
+        restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?,
+        Some(passwords.clone()),
+        config
+            .oauth2
+            .settings(
+                config
+                    .server
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", config.server.bind)),
+            )
+            .map_err(anyhow::Error::msg)?,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("oauth2: {}", crate::error_chain(&e)))?;
     let schemes = Schemes {
+        oauth2: Arc::new(restguard_oauth2::OAuth2Bearer::new(oauth_provider.clone())),
         token: Arc::new(TokenAuth::with_keywords(
             tokens.clone(),
             config.token.keyword.0.clone(),
@@ -316,7 +381,7 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         session: Arc::new(Session::new(sessions.clone(), csrf.clone())),
     };
     let table = policy_table(config, &schemes).map_err(anyhow::Error::msg)?;
-    let state = AppState {
+    let state = AppState(Arc::new(AppStateInner {
         stores,
         passwords,
         tokens,
@@ -326,12 +391,19 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         sessions,
         csrf: Arc::new(csrf),
         csrf_cookie_secure,
-    };
-    Ok(router(state, table, config.throttle.num_proxies))
+        oauth: oauth_provider,
+    }));
+    Ok(router(state, table, config.throttle.num_proxies).layer(
+        axum::middleware::from_fn_with_state(
+            config.server.request_timeout.0,
+            crate::scaleout::deadline,
+        ),
+    ))
 }
 
 /// The HTTP routes.
 pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) -> Router {
+    let table = Arc::new(table);
     let sensitive: [HeaderName; 3] = [
         header::AUTHORIZATION,
         header::COOKIE,
@@ -340,6 +412,8 @@ pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) ->
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
+        .route("/auth/verify", axum::routing::any(verify::verify))
+        .route("/metrics", get(crate::metrics::metrics))
         .route("/api/ping/", get(health::ping))
         .route("/api/me/", get(me::me))
         .route("/api-token-auth/", post(tokens::obtain))
@@ -356,12 +430,19 @@ pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) ->
         .route("/api/token/sliding/refresh/", post(jwt::sliding_refresh))
         .route("/api/token/jwks/", get(jwt::jwks))
         .merge(session_routes())
+        .merge(oauth2_routes())
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: http::Method| async move {
             ApiError::MethodNotAllowed(method)
         })
         .with_state(state)
-        .layer(AuthLayer::new(table))
+        // Inside authentication: who got through, by scheme.
+        .layer(axum::middleware::from_fn(crate::metrics::record_identity))
+        // Forward-auth evaluates the same table for the original URI.
+        .layer(axum::Extension(table.clone()))
+        .layer(AuthLayer::from_shared(table))
+        // Outside authentication: every answer, denials included.
+        .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
                 forwarded_client_ip(request, next, num_proxies)
@@ -455,7 +536,7 @@ async fn forwarded_client_ip(
 
 /// Session login (CONTRACT §4) and the pages.
 fn session_routes() -> Router<AppState> {
-    use crate::routes::pages::{account, admin, auth};
+    use crate::routes::pages::{account, admin, admin_apps, auth};
     Router::new()
         .route("/api/csrf/", get(session::csrf_token))
         .route("/api/session/login/", post(session::login))
@@ -480,8 +561,21 @@ fn session_routes() -> Router<AppState> {
         )
         .route("/account/sessions/{id}/end/", post(account::end_session))
         .route("/account/password/", post(account::change_password))
+        .route(
+            "/account/applications/{id}/revoke/",
+            post(account::revoke_application),
+        )
         .route("/admin/", get(admin::list))
         .route("/admin/users/", post(admin::create))
+        .route(
+            "/admin/applications/",
+            get(admin_apps::list).post(admin_apps::create),
+        )
+        .route("/admin/applications/{id}/delete/", post(admin_apps::delete))
+        .route(
+            "/admin/applications/{id}/rotate-secret/",
+            post(admin_apps::rotate_secret),
+        )
         .route("/admin/users/{id}/", get(admin::detail))
         .route("/admin/users/{id}/active/", post(admin::set_active))
         .route("/admin/users/{id}/password/", post(admin::reset_password))
@@ -492,5 +586,32 @@ fn session_routes() -> Router<AppState> {
         .route(
             "/admin/users/{id}/sessions/{session}/end/",
             post(admin::end_session),
+        )
+}
+
+/// The OAuth2 / OpenID Connect provider (CONTRACT §6).
+fn oauth2_routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/o/authorize/",
+            get(oauth2::authorize_form).post(oauth2::authorize_submit),
+        )
+        .route("/o/token/", post(oauth2::token))
+        .route("/o/revoke_token/", post(oauth2::revoke))
+        .route("/o/introspect/", post(oauth2::introspect))
+        .route("/o/userinfo/", get(oauth2::userinfo).post(oauth2::userinfo))
+        .route("/o/.well-known/openid-configuration", get(oauth2::metadata))
+        .route("/o/.well-known/jwks.json", get(oauth2::jwks))
+        .route(
+            "/o/logout/",
+            get(oauth2::logout_form).post(oauth2::logout_submit),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(oauth2::metadata),
+        )
+        .route(
+            "/.well-known/oauth-authorization-server/o",
+            get(oauth2::metadata),
         )
 }

@@ -283,6 +283,49 @@ impl<'a> Fields<'a> {
     }
 }
 
+/// DRF's `User.username` max length.
+pub(crate) const USERNAME_MAX: usize = 150;
+
+/// The `{"username","password"}` every password endpoint reads (DRF's `AuthTokenSerializer`,
+/// Simple JWT's `TokenObtainSerializer`): the username trimmed and at most 150 characters,
+/// the password untrimmed; both required and not blank.
+pub(crate) struct LoginFields {
+    pub(crate) username: String,
+    pub(crate) password: restguard_core::secret::SecretString,
+}
+
+impl LoginFields {
+    /// The fields, or DRF's field errors.
+    pub(crate) fn parse(data: &Data) -> Result<LoginFields, ApiError> {
+        let mut fields = Fields::new(data);
+        let username = fields.char(
+            "username",
+            CharRules {
+                max_length: Some(USERNAME_MAX),
+                ..CharRules::REQUIRED
+            },
+        );
+        let password = fields.char(
+            "password",
+            CharRules {
+                trim: false,
+                ..CharRules::REQUIRED
+            },
+        );
+        fields.finish()?;
+        match (username, password) {
+            (Some(username), Some(password)) => Ok(LoginFields {
+                username,
+                password: restguard_core::secret::SecretString::new(password),
+            }),
+            // `finish` reported every missing field already.
+            _ => Err(ApiError::non_field(
+                "Unable to log in with provided credentials.",
+            )),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -17,6 +17,8 @@ use time::OffsetDateTime;
 
 use crate::{app, config::Config, routes::rfc3339, stores::Backend};
 
+mod oauth_apps;
+
 /// restguard: DRF-compatible authentication server.
 #[derive(Debug, Parser)]
 #[command(name = "restguard", version, about)]
@@ -47,6 +49,9 @@ enum Command {
     /// Manage JWT signing keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Manage OAuth2 applications (clients).
+    #[command(subcommand)]
+    App(oauth_apps::AppCommand),
     /// Delete expired tokens, JWT refresh records and blacklist rows, and retired signing
     /// keys no token can need any more.
     FlushExpired,
@@ -174,7 +179,9 @@ fn store_problem(e: restguard_core::StoreError) -> anyhow::Error {
 }
 
 async fn open(config: &Config, migrate: bool) -> anyhow::Result<Backend> {
-    let backend = Backend::open(&config.database.url).await?;
+    let backend = Backend::open(&config.database)
+        .await?
+        .with_redis(&config.redis)?;
     if migrate {
         backend.migrate().await?;
     }
@@ -200,11 +207,13 @@ impl Cli {
                     config.server.bind = bind;
                 }
                 let backend = open(&config, true).await?;
-                let router = app::build(&config, &backend).await?;
                 let listener = tokio::net::TcpListener::bind(config.server.bind)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
                 let local = listener.local_addr()?;
+                // The bound address (port 0 picks one): the default public URL and issuer.
+                config.server.bind = local;
+                let router = app::build(&config, &backend).await?;
                 println!("restguard listening on http://{local}");
                 tracing::info!(%local, database = %config.database.url, "serving");
                 app::serve(listener, router, config.server.shutdown_grace.0).await?;
@@ -233,6 +242,10 @@ impl Cli {
                     .map_err(store_problem)?;
                 println!("{}", issued.key.expose());
             }
+            Command::App(command) => {
+                let stores = open(&config, true).await?.stores();
+                oauth_apps::app_command(&stores, command).await?;
+            }
             Command::Keys(command) => {
                 let stores = open(&config, true).await?.stores();
                 keys_command(&config, &stores, command).await?;
@@ -260,8 +273,13 @@ impl Cli {
                     .delete_expired_sessions(now, Some(now - config.session.idle_timeout.0))
                     .await
                     .map_err(store_problem)?;
+                let oauth = stores
+                    .oauth
+                    .delete_expired_oauth(now)
+                    .await
+                    .map_err(store_problem)?;
                 eprintln!(
-                    "deleted {tokens} expired tokens, {jwt} expired JWT records, {keys} retired signing keys, {sessions} expired sessions"
+                    "deleted {tokens} expired tokens, {jwt} expired JWT records, {keys} retired signing keys, {sessions} expired sessions, {oauth} expired OAuth2 codes and tokens"
                 );
             }
         }

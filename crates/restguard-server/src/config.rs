@@ -23,6 +23,8 @@ pub(crate) struct Config {
     pub(crate) throttle: ThrottleConfig,
     pub(crate) session: SessionConfig,
     pub(crate) csrf: CsrfConfig,
+    pub(crate) redis: RedisConfig,
+    pub(crate) oauth2: OAuth2Config,
     #[serde(rename = "route")]
     pub(crate) routes: Vec<RouteConfig>,
 }
@@ -35,6 +37,8 @@ pub(crate) struct ServerConfig {
     pub(crate) body_limit: ByteSize,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub(crate) shutdown_grace: Seconds,
+    /// Longest a request may take (a store that stopped answering mid-request); past it, 503.
+    pub(crate) request_timeout: Seconds,
 }
 
 impl Default for ServerConfig {
@@ -44,7 +48,78 @@ impl Default for ServerConfig {
             public_url: None,
             body_limit: ByteSize(64 * 1024),
             shutdown_grace: Seconds(Duration::from_secs(10)),
+            request_timeout: Seconds(Duration::from_secs(30)),
         }
+    }
+}
+
+/// `[oauth2]` (CONTRACT §9, Django OAuth Toolkit's settings).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct OAuth2Config {
+    pub(crate) access_token_lifetime: Seconds,
+    pub(crate) refresh_token_lifetime: Seconds,
+    pub(crate) code_lifetime: Seconds,
+    /// The password grant (off by default, RFC 9700).
+    pub(crate) password_grant: bool,
+    /// Accept `code_challenge_method=plain`.
+    pub(crate) allow_plain_pkce: bool,
+    /// Every scope the server knows.
+    pub(crate) scopes: Vec<String>,
+    /// Scopes granted when a request names none.
+    pub(crate) default_scopes: Vec<String>,
+}
+
+impl Default for OAuth2Config {
+    fn default() -> Self {
+        let d = restguard_oauth2::OAuthSettings::default();
+        Self {
+            access_token_lifetime: Seconds(d.access_token_lifetime),
+            refresh_token_lifetime: Seconds(d.refresh_token_lifetime),
+            code_lifetime: Seconds(d.code_lifetime),
+            password_grant: d.password_grant,
+            allow_plain_pkce: d.allow_plain_pkce,
+            scopes: d.scopes,
+            default_scopes: d.default_scopes,
+        }
+    }
+}
+
+impl OAuth2Config {
+    /// The provider's settings; `public_url` is the server's.
+    pub(crate) fn settings(
+        &self,
+        public_url: String,
+    ) -> Result<restguard_oauth2::OAuthSettings, String> {
+        for (key, d) in [
+            ("oauth2.access_token_lifetime", self.access_token_lifetime.0),
+            (
+                "oauth2.refresh_token_lifetime",
+                self.refresh_token_lifetime.0,
+            ),
+            ("oauth2.code_lifetime", self.code_lifetime.0),
+        ] {
+            if d.is_zero() {
+                return Err(format!("{key}: must be positive"));
+            }
+        }
+        if let Some(bad) = self.scopes.iter().chain(&self.default_scopes).find(|s| {
+            s.is_empty()
+                || s.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\\')
+        }) {
+            return Err(format!("oauth2.scopes: invalid scope {bad:?}"));
+        }
+        Ok(restguard_oauth2::OAuthSettings {
+            public_url,
+            access_token_lifetime: self.access_token_lifetime.0,
+            refresh_token_lifetime: self.refresh_token_lifetime.0,
+            code_lifetime: self.code_lifetime.0,
+            password_grant: self.password_grant,
+            allow_plain_pkce: self.allow_plain_pkce,
+            scopes: self.scopes.clone(),
+            default_scopes: self.default_scopes.clone(),
+        })
     }
 }
 
@@ -52,12 +127,50 @@ impl Default for ServerConfig {
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct DatabaseConfig {
     pub(crate) url: String,
+    /// PostgreSQL: most pooled connections per instance.
+    pub(crate) max_connections: u32,
+    /// PostgreSQL: how long a request waits for a connection before answering 503.
+    pub(crate) acquire_timeout: Seconds,
+    /// PostgreSQL: server-side limit per statement (`0` disables it); past it, 503.
+    pub(crate) statement_timeout: Seconds,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://restguard.db".into(),
+            max_connections: 10,
+            acquire_timeout: Seconds(Duration::from_secs(5)),
+            statement_timeout: Seconds(Duration::from_secs(5)),
+        }
+    }
+}
+
+/// `[redis]`: shared throttle counters for several instances.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RedisConfig {
+    /// `redis://host:port/db`; unset: throttles are kept in process.
+    pub(crate) url: Option<Text>,
+    /// When Redis is unreachable, refuse throttled requests with 503 instead of letting them
+    /// through (the default lets them through and logs).
+    pub(crate) throttle_fail_closed: bool,
+    /// How long a Redis command may take before it counts as an outage.
+    pub(crate) timeout: Seconds,
+    /// Prefix of every key restguard writes.
+    pub(crate) key_prefix: Text,
+    /// Keep browser sessions in Redis instead of the database.
+    pub(crate) sessions: bool,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: None,
+            throttle_fail_closed: false,
+            timeout: Seconds(Duration::from_millis(500)),
+            key_prefix: Text("restguard:".into()),
+            sessions: false,
         }
     }
 }
@@ -75,6 +188,7 @@ impl Default for AuthConfig {
             authenticators: vec![
                 "token".into(),
                 "jwt".into(),
+                "oauth2".into(),
                 "basic".into(),
                 "session".into(),
             ],
@@ -675,6 +789,34 @@ mod tests {
     }
 
     #[test]
+    fn oauth2_section() {
+        let config: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string(
+                "[oauth2]\naccess_token_lifetime = \"10m\"\ncode_lifetime = 30\npassword_grant = true",
+            ))
+            .extract()
+            .unwrap();
+        let settings = config.oauth2.settings("http://h:1/".into()).unwrap();
+        assert_eq!(settings.access_token_lifetime, Duration::from_secs(600));
+        assert_eq!(settings.code_lifetime, Duration::from_secs(30));
+        assert_eq!(
+            settings.refresh_token_lifetime,
+            Duration::from_secs(30 * 86_400)
+        );
+        assert!(settings.password_grant && !settings.allow_plain_pkce);
+        assert_eq!(settings.issuer(), "http://h:1/o");
+        assert!(Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[oauth2]\nimplicit = true"))
+            .extract::<Config>()
+            .is_err());
+        let zero: Config = Figment::from(Serialized::defaults(Config::default()))
+            .merge(Toml::string("[oauth2]\ncode_lifetime = 0"))
+            .extract()
+            .unwrap();
+        assert!(zero.oauth2.settings(String::new()).is_err());
+    }
+
+    #[test]
     fn jwt_section() {
         let config: Config = Figment::from(Serialized::defaults(Config::default()))
             .merge(Toml::string(
@@ -695,7 +837,7 @@ mod tests {
         let defaults = Config::default();
         assert_eq!(
             defaults.auth.authenticators,
-            ["token", "jwt", "basic", "session"]
+            ["token", "jwt", "oauth2", "basic", "session"]
         );
         assert_eq!(
             defaults.jwt.settings().refresh_token_lifetime,

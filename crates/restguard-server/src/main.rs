@@ -7,7 +7,9 @@ mod body;
 mod cli;
 mod config;
 mod error;
+mod metrics;
 mod routes;
+mod scaleout;
 mod stores;
 
 use clap::Parser;

@@ -3,49 +3,112 @@
 use std::sync::Arc;
 
 use restguard_core::store::Stores;
-use restguard_store::{memory::MemoryStore, sqlite::SqliteStore};
+use restguard_store::{
+    memory::MemoryStore,
+    postgres::{PostgresOptions, PostgresStore},
+    redis::{RedisOptions, RedisSessionStore},
+    sqlite::SqliteStore,
+};
 
-/// The backend named by `database.url`.
-pub(crate) enum Backend {
+use crate::config::{DatabaseConfig, RedisConfig};
+
+/// The backend named by `database.url`, and the Redis session store when `redis.sessions`
+/// is on.
+pub(crate) struct Backend {
+    kind: Kind,
+    sessions: Option<Arc<RedisSessionStore>>,
+}
+
+enum Kind {
     Sqlite(Arc<SqliteStore>),
+    Postgres(Arc<PostgresStore>),
     Memory(Arc<MemoryStore>),
 }
 
 impl Backend {
+    fn of(kind: Kind) -> Backend {
+        Backend {
+            kind,
+            sessions: None,
+        }
+    }
+
+    /// With `redis.sessions = true` (and `redis.url`), browser sessions live in Redis.
+    pub(crate) fn with_redis(mut self, redis: &RedisConfig) -> anyhow::Result<Backend> {
+        if !redis.sessions {
+            return Ok(self);
+        }
+        let Some(url) = &redis.url else {
+            anyhow::bail!("redis.sessions: needs redis.url");
+        };
+        let options = RedisOptions::default()
+            .key_prefix(redis.key_prefix.0.clone())
+            .timeout(redis.timeout.0);
+        let store = RedisSessionStore::new(&url.0, &options, self.stores().users)
+            .map_err(|e| anyhow::anyhow!("redis.url: {}", crate::error_chain(&e)))?;
+        let store = Arc::new(store);
+        crate::scaleout::set_session_store(store.clone());
+        self.sessions = Some(store);
+        Ok(self)
+    }
+
     /// Opens (and for SQLite creates) the database; does not migrate.
-    pub(crate) async fn open(url: &str) -> anyhow::Result<Backend> {
+    pub(crate) async fn open(database: &DatabaseConfig) -> anyhow::Result<Backend> {
+        let url = database.url.as_str();
         if url.starts_with("sqlite:") {
             let store = SqliteStore::connect(url)
                 .await
                 .map_err(|e| anyhow::anyhow!("database.url {url:?}: {}", crate::error_chain(&e)))?;
-            Ok(Backend::Sqlite(Arc::new(store)))
+            Ok(Backend::of(Kind::Sqlite(Arc::new(store))))
         } else if url == "memory:" {
-            Ok(Backend::Memory(Arc::new(MemoryStore::new())))
-        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
-            anyhow::bail!(
-                "database.url: PostgreSQL is not supported by this version yet (use sqlite://PATH)"
-            )
+            Ok(Backend::of(Kind::Memory(Arc::new(MemoryStore::new()))))
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let options = PostgresOptions::default()
+                .max_connections(database.max_connections)
+                .acquire_timeout(database.acquire_timeout.0)
+                .statement_timeout(database.statement_timeout.0);
+            let store = PostgresStore::connect_with(url, &options)
+                .await
+                .map_err(|e| anyhow::anyhow!("database.url: {}", crate::error_chain(&e)))?;
+            let store = Arc::new(store);
+            let probe = store.clone();
+            crate::metrics::set_pool_probe(move || probe.pool_usage());
+            Ok(Backend::of(Kind::Postgres(store)))
         } else {
-            anyhow::bail!("database.url: unsupported URL {url:?} (use sqlite://PATH)")
+            anyhow::bail!(
+                "database.url: unsupported URL (use sqlite://PATH, postgres://… or memory:)"
+            )
         }
     }
 
     /// Applies pending migrations.
     pub(crate) async fn migrate(&self) -> anyhow::Result<()> {
-        match self {
-            Backend::Sqlite(s) => s
+        match &self.kind {
+            Kind::Sqlite(s) => s
                 .migrate()
                 .await
                 .map_err(|e| anyhow::anyhow!("migration failed: {}", crate::error_chain(&e))),
-            Backend::Memory(_) => Ok(()),
+            // The first use of a PostgreSQL URL: name the key when the server cannot be used.
+            Kind::Postgres(p) => p.migrate().await.map_err(|e| {
+                anyhow::anyhow!(
+                    "database.url: migrating the PostgreSQL database failed: {}",
+                    crate::error_chain(&e)
+                )
+            }),
+            Kind::Memory(_) => Ok(()),
         }
     }
 
     /// The stores, each behind its trait.
     pub(crate) fn stores(&self) -> Stores {
-        match self {
-            Backend::Sqlite(s) => Stores::from_backend(s.clone()),
-            Backend::Memory(m) => Stores::from_backend(m.clone()),
+        let mut stores = match &self.kind {
+            Kind::Sqlite(s) => Stores::from_backend(s.clone()),
+            Kind::Postgres(p) => Stores::from_backend(p.clone()),
+            Kind::Memory(m) => Stores::from_backend(m.clone()),
+        };
+        if let Some(sessions) = &self.sessions {
+            stores.sessions = sessions.clone();
         }
+        stores
     }
 }

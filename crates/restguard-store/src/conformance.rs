@@ -30,6 +30,10 @@ use std::sync::Arc;
 use time::{macros::datetime, Duration, OffsetDateTime};
 
 pub use restguard_core::store::StoreError;
+use restguard_core::store::{
+    ApplicationId, AuthorizationCode, ClientType, CodeUse, NewApplication, NewOAuthToken,
+    OAuthRefreshUse, OAuthStore, OAuthTokenKind,
+};
 use restguard_core::store::{NewSession, SessionId, SessionStore};
 use restguard_core::{
     identity::UserId,
@@ -42,7 +46,14 @@ use restguard_core::{
 
 /// A backend implementing every store trait: what the suite tests.
 pub trait Backend:
-    UserStore + TokenStore + SecretStore + JwtStore + SigningKeyStore + SessionStore + StoreHealth
+    UserStore
+    + TokenStore
+    + SecretStore
+    + JwtStore
+    + SigningKeyStore
+    + SessionStore
+    + OAuthStore
+    + StoreHealth
 {
 }
 
@@ -53,6 +64,7 @@ impl<
             + JwtStore
             + SigningKeyStore
             + SessionStore
+            + OAuthStore
             + StoreHealth,
     > Backend for T
 {
@@ -100,6 +112,7 @@ macro_rules! conformance_suite {
             refresh_duplicate_jti_conflicts,
             consume_refresh_once_then_already_used,
             consume_refresh_concurrent_exactly_one,
+            extend_family_only_from_live_parent,
             revoke_family_revokes_every_member,
             blacklist_jti_once,
             delete_expired_jwt_only_expired,
@@ -115,6 +128,14 @@ macro_rules! conformance_suite {
             delete_expired_sessions_absolute_and_idle,
             delete_user_removes_sessions,
             session_timestamps_compare_with_credentials_change,
+            oauth_application_create_lookup_delete,
+            oauth_code_consumed_once,
+            oauth_code_consume_concurrent_exactly_one,
+            oauth_tokens_lookup_and_revoke,
+            oauth_rotate_refresh_once,
+            oauth_rotate_refresh_concurrent_exactly_one,
+            oauth_authorized_applications_and_revoke,
+            oauth_delete_expired_and_cascades,
         }
     };
     ($make:expr) => {
@@ -130,11 +151,43 @@ macro_rules! __conformance_tests {
         $(
             #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() -> ::std::result::Result<(), $crate::conformance::StoreError> {
-                let (store, _guard) = $make.await;
+                let ::std::option::Option::Some((store, _guard)) =
+                    $crate::conformance::MaybeStore::into_store($make.await)
+                else {
+                    // The backend is not available here (the maker printed why).
+                    return ::std::result::Result::Ok(());
+                };
                 $crate::conformance::$name(::std::sync::Arc::new(store)).await
             }
         )*
     };
+}
+
+/// What a `guarded:` maker yields: `(store, guard)`, or `Option<(store, guard)>` where `None`
+/// skips the test (a backend service that is not configured on this machine).
+pub trait MaybeStore {
+    /// The store.
+    type Store;
+    /// What is kept alive until the test ends.
+    type Guard;
+    /// The pair, or `None` to skip.
+    fn into_store(self) -> Option<(Self::Store, Self::Guard)>;
+}
+
+impl<S, G> MaybeStore for (S, G) {
+    type Store = S;
+    type Guard = G;
+    fn into_store(self) -> Option<(S, G)> {
+        Some(self)
+    }
+}
+
+impl<S, G> MaybeStore for Option<(S, G)> {
+    type Store = S;
+    type Guard = G;
+    fn into_store(self) -> Option<(S, G)> {
+        self
+    }
 }
 
 /// A fixed instant with sub-microsecond digits (which stores truncate away).
@@ -837,6 +890,62 @@ pub async fn consume_refresh_once_then_already_used<S: Backend>(
     Ok(())
 }
 
+/// `extend_family` adds to the parent's family only while the parent is live and the owner's.
+pub async fn extend_family_only_from_live_parent<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    store
+        .create_refresh(new_refresh(alice.id, 1, "fam-a", at(100)))
+        .await?;
+    let child = store
+        .extend_family(&digest(1), new_refresh(alice.id, 2, "ignored", at(200)))
+        .await?
+        .expect("live parent");
+    assert_eq!(child.family, FamilyId("fam-a".into()));
+    assert_eq!(child.expires_at, at(200));
+    assert_eq!(store.refresh_by_jti(&digest(2)).await?, Some(child));
+    // The parent stays usable (no blacklisting).
+    assert!(store
+        .extend_family(&digest(1), new_refresh(alice.id, 3, "x", at(200)))
+        .await?
+        .is_some());
+    // Another user's token, an unknown parent, a used or revoked parent: nothing written.
+    assert_eq!(
+        store
+            .extend_family(&digest(1), new_refresh(bob.id, 4, "x", at(200)))
+            .await?,
+        None
+    );
+    assert_eq!(
+        store
+            .extend_family(&digest(9), new_refresh(alice.id, 5, "x", at(200)))
+            .await?,
+        None
+    );
+    store.consume_refresh(&digest(2), None, at(10)).await?;
+    assert_eq!(
+        store
+            .extend_family(&digest(2), new_refresh(alice.id, 6, "x", at(200)))
+            .await?,
+        None
+    );
+    store
+        .revoke_family(&FamilyId("fam-a".into()), at(11))
+        .await?;
+    assert_eq!(
+        store
+            .extend_family(&digest(1), new_refresh(alice.id, 7, "x", at(200)))
+            .await?,
+        None
+    );
+    for n in [4, 5, 6, 7] {
+        assert_eq!(store.refresh_by_jti(&digest(n)).await?, None);
+    }
+    Ok(())
+}
+
 /// 100 concurrent `consume_refresh` calls of one token: exactly one `Consumed`.
 pub async fn consume_refresh_concurrent_exactly_one<S: Backend>(
     store: Arc<S>,
@@ -1292,5 +1401,461 @@ pub async fn session_timestamps_compare_with_credentials_change<S: Backend>(
         .await?
         .expect("session exists");
     assert!(before.created < user.credentials_changed_at);
+    Ok(())
+}
+
+// ---- OAuth2 provider (OAuthStore) ----
+
+fn new_app(client_id: &str) -> NewApplication {
+    NewApplication {
+        client_id: client_id.into(),
+        name: format!("app {client_id}"),
+        client_type: ClientType::Confidential,
+        secret_digest: Some(digest(200)),
+        grant_types: vec!["authorization_code".into(), "client_credentials".into()],
+        redirect_uris: vec![
+            "https://app.example/cb".into(),
+            "http://127.0.0.1/cb".into(),
+        ],
+        allowed_scopes: vec!["read".into(), "openid".into()],
+        skip_authorization: false,
+        algorithm: "RS256".into(),
+        owner: None,
+        created: T0,
+    }
+}
+
+fn new_code(app: ApplicationId, user: UserId, n: u8) -> AuthorizationCode {
+    AuthorizationCode {
+        digest: digest(n),
+        application: app,
+        user_id: user,
+        redirect_uri: "https://app.example/cb".into(),
+        scopes: vec!["read".into(), "openid".into()],
+        code_challenge: Some("E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM".into()),
+        code_challenge_method: Some("S256".into()),
+        nonce: Some("n-0S6_WzA2Mj".into()),
+        auth_time: at(0),
+        created: at(0),
+        expires_at: at(60),
+        used_at: None,
+        family: None,
+    }
+}
+
+fn new_oauth_token(
+    kind: OAuthTokenKind,
+    n: u8,
+    app: ApplicationId,
+    user: Option<UserId>,
+    family: &str,
+) -> NewOAuthToken {
+    NewOAuthToken {
+        kind,
+        digest: digest(n),
+        application: app,
+        user_id: user,
+        scopes: vec!["read".into(), "write".into()],
+        family: FamilyId(family.into()),
+        created: at(n.into()),
+        expires_at: at(3600),
+    }
+}
+
+/// Applications: create, look up by `client_id` and id, list, set the secret, delete; a taken
+/// `client_id` is `Conflict`.
+pub async fn oauth_application_create_lookup_delete<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let app = store.create_application(new_app("client-a")).await?;
+    assert_eq!(app.client_id, "client-a");
+    assert_eq!(app.client_type, ClientType::Confidential);
+    assert_eq!(app.secret_digest, Some(digest(200)));
+    assert_eq!(
+        app.redirect_uris,
+        vec!["https://app.example/cb", "http://127.0.0.1/cb"]
+    );
+    assert_eq!(app.grant_types.len(), 2);
+    assert_eq!(app.allowed_scopes, vec!["read", "openid"]);
+    assert_eq!(app.created, T0);
+    assert_eq!(
+        store.application_by_client_id("client-a").await?,
+        Some(app.clone())
+    );
+    assert_eq!(store.application_by_id(app.id).await?, Some(app.clone()));
+    assert_eq!(store.application_by_client_id("CLIENT-A").await?, None);
+    let err = store
+        .create_application(new_app("client-a"))
+        .await
+        .expect_err("duplicate client_id");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    let mut public = new_app("client-b");
+    public.client_type = ClientType::Public;
+    public.secret_digest = None;
+    public.allowed_scopes = Vec::new();
+    let b = store.create_application(public).await?;
+    assert_eq!(b.secret_digest, None);
+    assert!(b.allowed_scopes.is_empty());
+    assert_eq!(store.applications().await?, vec![app.clone(), b.clone()]);
+
+    assert!(
+        store
+            .set_client_secret("client-a", Some(digest(201)))
+            .await?
+    );
+    assert!(!store.set_client_secret("nope", Some(digest(201))).await?);
+    let a = store
+        .application_by_client_id("client-a")
+        .await?
+        .expect("a");
+    assert_eq!(a.secret_digest, Some(digest(201)));
+
+    assert!(store.delete_application("client-a").await?);
+    assert!(!store.delete_application("client-a").await?);
+    assert_eq!(store.applications().await?, vec![b]);
+    Ok(())
+}
+
+/// A code is consumed once; the second use is `AlreadyUsed` with the family recorded.
+pub async fn oauth_code_consumed_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    let code = new_code(app.id, alice.id, 1);
+    store.create_code(code.clone()).await?;
+    let err = store
+        .create_code(code.clone())
+        .await
+        .expect_err("duplicate code digest");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    let read = store
+        .code_by_digest(&digest(1))
+        .await?
+        .expect("stored code");
+    assert_eq!(read.used_at, None);
+    assert_eq!(read.redirect_uri, code.redirect_uri);
+    assert_eq!(read.auth_time, at(0));
+    assert!(store.code_by_digest(&digest(98)).await?.is_none());
+    let family = FamilyId("fam-1".into());
+    let issued = vec![
+        new_oauth_token(OAuthTokenKind::Access, 50, app.id, Some(alice.id), "fam-1"),
+        new_oauth_token(OAuthTokenKind::Refresh, 51, app.id, Some(alice.id), "fam-1"),
+    ];
+    let CodeUse::Consumed(used) = store
+        .consume_code(&digest(1), &family, issued, at(5))
+        .await?
+    else {
+        panic!("first use must consume");
+    };
+    assert_eq!(used.used_at, Some(at(5)));
+    assert_eq!(used.family.as_ref(), Some(&family));
+    assert_eq!(used.scopes, code.scopes);
+    assert_eq!(used.code_challenge, code.code_challenge);
+    assert_eq!(used.nonce, code.nonce);
+    assert_eq!(used.expires_at, at(60));
+    assert!(
+        store.oauth_token_by_digest(&digest(50)).await?.is_some(),
+        "stored with the use"
+    );
+    assert!(store.oauth_token_by_digest(&digest(51)).await?.is_some());
+    let replay_tokens = vec![new_oauth_token(
+        OAuthTokenKind::Access,
+        52,
+        app.id,
+        Some(alice.id),
+        "fam-2",
+    )];
+    let again = store
+        .consume_code(&digest(1), &FamilyId("fam-2".into()), replay_tokens, at(6))
+        .await?;
+    match again {
+        CodeUse::AlreadyUsed(c) => assert_eq!(c.family, Some(family)),
+        other => panic!("second use: {other:?}"),
+    }
+    assert!(
+        store.oauth_token_by_digest(&digest(52)).await?.is_none(),
+        "a replay stores nothing"
+    );
+    assert_eq!(
+        store
+            .consume_code(&digest(99), &FamilyId("x".into()), Vec::new(), at(6))
+            .await?,
+        CodeUse::Unknown
+    );
+    Ok(())
+}
+
+/// Of concurrent exchanges of one code, exactly one consumes it.
+pub async fn oauth_code_consume_concurrent_exactly_one<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    store.create_code(new_code(app.id, alice.id, 1)).await?;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            store
+                .consume_code(&digest(1), &FamilyId(format!("f{i}")), Vec::new(), at(1))
+                .await
+        }));
+    }
+    let mut consumed = 0;
+    for t in tasks {
+        if let CodeUse::Consumed(_) = t.await.expect("task")? {
+            consumed += 1;
+        }
+    }
+    assert_eq!(consumed, 1);
+    Ok(())
+}
+
+/// Tokens: stored all or nothing, found by digest with their user (none for client
+/// credentials), revoked one by one or by family.
+pub async fn oauth_tokens_lookup_and_revoke<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    store
+        .create_oauth_tokens(vec![
+            new_oauth_token(OAuthTokenKind::Access, 1, app.id, Some(alice.id), "f1"),
+            new_oauth_token(OAuthTokenKind::Refresh, 2, app.id, Some(alice.id), "f1"),
+            new_oauth_token(OAuthTokenKind::Access, 3, app.id, None, "f2"),
+        ])
+        .await?;
+    let (access, user) = store.oauth_token_by_digest(&digest(1)).await?.expect("t1");
+    assert_eq!(access.kind, OAuthTokenKind::Access);
+    assert_eq!(access.application, app.id);
+    assert_eq!(access.user_id, Some(alice.id));
+    assert_eq!(access.scopes, vec!["read", "write"]);
+    assert_eq!(access.family, FamilyId("f1".into()));
+    assert_eq!(access.created, at(1));
+    assert_eq!(access.expires_at, at(3600));
+    assert!(access.is_live(at(10)));
+    assert_eq!(user.map(|u| u.id), Some(alice.id));
+    let (cc, user) = store.oauth_token_by_digest(&digest(3)).await?.expect("t3");
+    assert_eq!(cc.user_id, None);
+    assert!(user.is_none());
+    assert!(store.oauth_token_by_digest(&digest(9)).await?.is_none());
+
+    // A digest collision writes nothing.
+    let err = store
+        .create_oauth_tokens(vec![
+            new_oauth_token(OAuthTokenKind::Access, 4, app.id, None, "f3"),
+            new_oauth_token(OAuthTokenKind::Access, 1, app.id, None, "f3"),
+        ])
+        .await
+        .expect_err("collision");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    assert!(store.oauth_token_by_digest(&digest(4)).await?.is_none());
+
+    assert!(store.revoke_oauth_token(cc.id, at(20)).await?);
+    assert!(!store.revoke_oauth_token(cc.id, at(21)).await?);
+    let (cc, _) = store.oauth_token_by_digest(&digest(3)).await?.expect("t3");
+    assert_eq!(cc.revoked_at, Some(at(20)));
+    assert!(!cc.is_live(at(22)));
+
+    assert_eq!(
+        store
+            .revoke_oauth_family(&FamilyId("f1".into()), at(30))
+            .await?,
+        2
+    );
+    let (r, _) = store.oauth_token_by_digest(&digest(2)).await?.expect("t2");
+    assert_eq!(r.revoked_at, Some(at(30)));
+    Ok(())
+}
+
+/// A refresh token rotates once; a second use is `AlreadyUsed`; access tokens and revoked
+/// tokens never rotate.
+pub async fn oauth_rotate_refresh_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    store
+        .create_oauth_tokens(vec![
+            new_oauth_token(OAuthTokenKind::Access, 1, app.id, Some(alice.id), "f1"),
+            new_oauth_token(OAuthTokenKind::Refresh, 2, app.id, Some(alice.id), "f1"),
+        ])
+        .await?;
+    let replacements = vec![
+        new_oauth_token(OAuthTokenKind::Access, 3, app.id, Some(alice.id), "f1"),
+        new_oauth_token(OAuthTokenKind::Refresh, 4, app.id, Some(alice.id), "f1"),
+    ];
+    match store
+        .rotate_refresh(&digest(2), replacements.clone(), at(10))
+        .await?
+    {
+        OAuthRefreshUse::Consumed(t) => assert_eq!(t.used_at, Some(at(10))),
+        other => panic!("first rotation: {other:?}"),
+    }
+    assert!(store.oauth_token_by_digest(&digest(4)).await?.is_some());
+    match store.rotate_refresh(&digest(2), Vec::new(), at(11)).await? {
+        OAuthRefreshUse::AlreadyUsed(t) => assert_eq!(t.family, FamilyId("f1".into())),
+        other => panic!("replay: {other:?}"),
+    }
+    assert!(matches!(
+        store.rotate_refresh(&digest(1), Vec::new(), at(11)).await?,
+        OAuthRefreshUse::Revoked(_)
+    ));
+    assert_eq!(
+        store
+            .rotate_refresh(&digest(77), Vec::new(), at(11))
+            .await?,
+        OAuthRefreshUse::Unknown
+    );
+    // A replacement colliding with an existing digest writes nothing, not even the use.
+    let err = store
+        .rotate_refresh(
+            &digest(4),
+            vec![new_oauth_token(
+                OAuthTokenKind::Access,
+                3,
+                app.id,
+                Some(alice.id),
+                "f1",
+            )],
+            at(12),
+        )
+        .await
+        .expect_err("collision");
+    assert!(matches!(err, StoreError::Conflict(_)), "got {err:?}");
+    let (r4, _) = store.oauth_token_by_digest(&digest(4)).await?.expect("t4");
+    assert_eq!(r4.used_at, None);
+    store
+        .revoke_oauth_family(&FamilyId("f1".into()), at(13))
+        .await?;
+    assert!(matches!(
+        store.rotate_refresh(&digest(4), Vec::new(), at(14)).await?,
+        OAuthRefreshUse::Revoked(_)
+    ));
+    Ok(())
+}
+
+/// Of concurrent rotations of one refresh token, exactly one succeeds.
+pub async fn oauth_rotate_refresh_concurrent_exactly_one<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    store
+        .create_oauth_tokens(vec![new_oauth_token(
+            OAuthTokenKind::Refresh,
+            1,
+            app.id,
+            Some(alice.id),
+            "f1",
+        )])
+        .await?;
+    let mut tasks = Vec::new();
+    for i in 0..8u8 {
+        let store = store.clone();
+        let replacement = new_oauth_token(
+            OAuthTokenKind::Refresh,
+            100 + i,
+            app.id,
+            Some(alice.id),
+            "f1",
+        );
+        tasks.push(tokio::spawn(async move {
+            store
+                .rotate_refresh(&digest(1), vec![replacement], at(5))
+                .await
+        }));
+    }
+    let mut consumed = 0;
+    for t in tasks {
+        if let OAuthRefreshUse::Consumed(_) = t.await.expect("task")? {
+            consumed += 1;
+        }
+    }
+    assert_eq!(consumed, 1);
+    Ok(())
+}
+
+/// The account page's list: applications with live user tokens; revoking one application's
+/// authorization revokes only its tokens of that user.
+pub async fn oauth_authorized_applications_and_revoke<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let a = store.create_application(new_app("a")).await?;
+    let b = store.create_application(new_app("b")).await?;
+    store
+        .create_oauth_tokens(vec![
+            new_oauth_token(OAuthTokenKind::Access, 1, a.id, Some(alice.id), "f1"),
+            new_oauth_token(OAuthTokenKind::Access, 2, b.id, Some(alice.id), "f2"),
+            new_oauth_token(OAuthTokenKind::Access, 3, a.id, Some(bob.id), "f3"),
+            new_oauth_token(OAuthTokenKind::Access, 4, a.id, None, "f4"),
+        ])
+        .await?;
+    let listed = store.authorized_applications(alice.id, at(10)).await?;
+    let ids: Vec<_> = listed.iter().map(|x| x.application.id).collect();
+    assert_eq!(ids, vec![a.id, b.id]);
+    assert_eq!(listed[0].scopes, vec!["read", "write"]);
+    assert_eq!(listed[0].last_issued, at(1));
+    assert!(store
+        .authorized_applications(alice.id, at(4000))
+        .await?
+        .is_empty());
+    assert_eq!(store.revoke_authorization(alice.id, a.id, at(20)).await?, 1);
+    let listed = store.authorized_applications(alice.id, at(21)).await?;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].application.id, b.id);
+    let (bobs, _) = store.oauth_token_by_digest(&digest(3)).await?.expect("t3");
+    assert!(bobs.revoked_at.is_none());
+    Ok(())
+}
+
+/// `delete_expired_oauth` removes only expired codes and tokens; deleting a user or an
+/// application removes their codes and tokens.
+pub async fn oauth_delete_expired_and_cascades<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let bob = store.create_user(new_user("bob")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    let other = store.create_application(new_app("d")).await?;
+    store.create_code(new_code(app.id, alice.id, 1)).await?;
+    let mut late = new_oauth_token(OAuthTokenKind::Access, 3, app.id, None, "f2");
+    late.expires_at = at(100_000);
+    store
+        .create_oauth_tokens(vec![
+            new_oauth_token(OAuthTokenKind::Access, 2, app.id, None, "f1"),
+            late,
+            new_oauth_token(OAuthTokenKind::Access, 4, app.id, Some(bob.id), "f3"),
+            new_oauth_token(OAuthTokenKind::Access, 5, other.id, None, "f4"),
+        ])
+        .await?;
+    // The code (60 s) and tokens 2, 4, 5 (3600 s) expire before 4000 s.
+    assert_eq!(store.delete_expired_oauth(at(59)).await?, 0);
+    assert_eq!(store.delete_expired_oauth(at(4000)).await?, 4);
+    assert!(store.oauth_token_by_digest(&digest(3)).await?.is_some());
+    assert_eq!(
+        store
+            .consume_code(&digest(1), &FamilyId("f".into()), Vec::new(), at(1))
+            .await?,
+        CodeUse::Unknown
+    );
+
+    store
+        .create_oauth_tokens(vec![new_oauth_token(
+            OAuthTokenKind::Access,
+            6,
+            app.id,
+            Some(alice.id),
+            "f5",
+        )])
+        .await?;
+    store.create_code(new_code(app.id, alice.id, 7)).await?;
+    assert!(store.delete_user(alice.id).await?);
+    assert!(store.oauth_token_by_digest(&digest(6)).await?.is_none());
+    assert_eq!(
+        store
+            .consume_code(&digest(7), &FamilyId("f".into()), Vec::new(), at(1))
+            .await?,
+        CodeUse::Unknown
+    );
+    assert!(store.delete_application("c").await?);
+    assert!(store.oauth_token_by_digest(&digest(3)).await?.is_none());
     Ok(())
 }

@@ -3,7 +3,10 @@
 //! Storage backends for restguard's store traits ([`restguard_core::store`]):
 //!
 //! * [`memory::MemoryStore`]: an in-memory reference implementation, for tests and demos;
-//! * [`sqlite::SqliteStore`]: SQLite through `sqlx`, with embedded migrations.
+//! * [`sqlite::SqliteStore`]: SQLite through `sqlx`, with embedded migrations;
+//! * [`postgres::PostgresStore`]: PostgreSQL through `sqlx`, with embedded migrations, for
+//!   several instances on one database;
+//! * [`redis::RedisThrottleStore`]: throttle counters in Redis, shared by several instances.
 //!
 //! Every backend implements [`UserStore`](restguard_core::store::UserStore),
 //! [`TokenStore`](restguard_core::store::TokenStore),
@@ -26,5 +29,8 @@
 
 pub mod conformance;
 pub mod memory;
+pub mod postgres;
+pub mod redis;
 pub mod sqlite;
+pub mod testing;
 mod timestamp;

@@ -22,6 +22,8 @@ use time::OffsetDateTime;
 
 use crate::timestamp::truncate;
 
+mod oauth;
+
 /// In-memory users, tokens and secrets, for tests, demos and single-process development.
 ///
 /// Behaves like the SQL backends, including microsecond truncation of timestamps and
@@ -55,6 +57,8 @@ struct Inner {
     /// Session digest → session id.
     session_digests: HashMap<SecretDigest, i64>,
     last_session_id: i64,
+    /// OAuth2 applications, codes and tokens.
+    oauth: oauth::OAuthState,
 }
 
 impl MemoryStore {
@@ -260,6 +264,7 @@ impl UserStore for MemoryStore {
         inner.remove_user_tokens(id);
         inner.refresh.retain(|_, t| t.user_id != id);
         inner.remove_sessions(|s| s.user_id == id);
+        inner.oauth.remove_user(id);
         Ok(true)
     }
 

@@ -22,11 +22,14 @@ use sqlx::{
     sqlite::{
         SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
     },
-    Row, SqlitePool,
+    ConnectOptions, Row, SqlitePool,
 };
 use time::OffsetDateTime;
 
 use crate::timestamp::{from_micros, to_micros, truncate};
+
+mod oauth;
+mod refresh_batch;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,7 +61,15 @@ const SIGNING_KEY_COLUMNS: &str = "kid, algorithm, private_key, public_jwk, crea
 /// Cheap to clone (the pool is reference-counted).
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
+    /// Readers (WAL lets them run beside the writer).
     pool: SqlitePool,
+    /// The one connection that writes. SQLite admits one writer at a time; queueing writes
+    /// here (an async wait) instead of letting several connections race for the lock (a
+    /// busy-handler sleep each time they lose) keeps write-heavy endpoints such as token
+    /// refresh fast under concurrency.
+    writer: SqlitePool,
+    /// Group commit for refresh-token writes (absent outside a tokio runtime).
+    refresh_batcher: Option<refresh_batch::RefreshBatcher>,
 }
 
 impl SqliteStore {
@@ -83,7 +94,16 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .foreign_keys(true)
-            .busy_timeout(BUSY_TIMEOUT);
+            .busy_timeout(BUSY_TIMEOUT)
+            // Keep hot B-tree pages of the token tables in memory (32 MiB per connection at
+            // most), and give the WAL file back to the disk after a checkpoint once it has
+            // grown past 64 MiB under a write burst.
+            .pragma("cache_size", "-32768")
+            .pragma("journal_size_limit", "67108864")
+            // Statement logs would interleave with the CLI's one-line errors; slowness shows
+            // in the request metrics instead.
+            .log_statements(log::LevelFilter::Off)
+            .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
         let pool_options = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
         let pool_options = if in_memory {
             // Each in-memory database lives only as long as a connection to it: keep exactly
@@ -97,21 +117,40 @@ impl SqliteStore {
             pool_options.max_connections(MAX_CONNECTIONS)
         };
         let pool = pool_options
-            .connect_with(options)
+            .connect_with(options.clone())
             .await
             .map_err(|e| map_err(e, "database"))?;
-        Ok(Self { pool })
+        let writer = if in_memory {
+            pool.clone()
+        } else {
+            SqlitePoolOptions::new()
+                .acquire_timeout(ACQUIRE_TIMEOUT)
+                .max_connections(1)
+                .connect_with(options)
+                .await
+                .map_err(|e| map_err(e, "database"))?
+        };
+        let refresh_batcher = refresh_batch::RefreshBatcher::start(writer.clone());
+        Ok(Self {
+            pool,
+            writer,
+            refresh_batcher,
+        })
     }
 
     /// Wraps an existing pool (its connections should enable foreign keys).
     pub fn from_pool(pool: SqlitePool) -> Self {
-        Self { pool }
+        Self {
+            refresh_batcher: refresh_batch::RefreshBatcher::start(pool.clone()),
+            writer: pool.clone(),
+            pool,
+        }
     }
 
     /// Applies the embedded migrations that have not run yet. Idempotent.
     pub async fn migrate(&self) -> Result<(), StoreError> {
         sqlx::migrate!("./migrations/sqlite")
-            .run(&self.pool)
+            .run(&self.writer)
             .await
             .map_err(|e| match e {
                 MigrateError::Execute(e) => map_err(e, "migration"),
@@ -316,7 +355,7 @@ impl UserStore for SqliteStore {
         .bind(to_micros(date_joined))
         .bind(last_login.map(to_micros))
         .bind(to_micros(date_joined))
-        .fetch_one(&self.pool)
+        .fetch_one(&self.writer)
         .await
         .map_err(|e| map_err(e, "user"))?;
         Ok(User {
@@ -375,7 +414,7 @@ impl UserStore for SqliteStore {
         hash: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
         let updated =
             sqlx::query("UPDATE users SET password = ?, credentials_changed_at = ? WHERE id = ?")
                 .bind(hash)
@@ -407,7 +446,7 @@ impl UserStore for SqliteStore {
             .bind(new)
             .bind(id.0)
             .bind(old)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_err(e, "user"))?
             .rows_affected();
@@ -423,13 +462,13 @@ impl UserStore for SqliteStore {
         if active {
             let updated = sqlx::query("UPDATE users SET is_active = 1 WHERE id = ?")
                 .bind(id.0)
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| map_err(e, "user"))?
                 .rows_affected();
             return Ok(updated > 0);
         }
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
         let updated =
             sqlx::query("UPDATE users SET is_active = 0, credentials_changed_at = ? WHERE id = ?")
                 .bind(to_micros(at))
@@ -460,7 +499,7 @@ impl UserStore for SqliteStore {
             .bind(is_staff)
             .bind(is_superuser)
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_err(e, "user"))?
             .rows_affected();
@@ -468,7 +507,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn delete_user(&self, id: UserId) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
         // Explicit, so that it holds even on a connection without foreign keys.
         sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
             .bind(id.0)
@@ -499,7 +538,7 @@ impl UserStore for SqliteStore {
         sqlx::query("UPDATE users SET last_login = ? WHERE id = ?")
             .bind(to_micros(at))
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_err(e, "user"))?;
         Ok(())
@@ -532,7 +571,11 @@ impl UserStore for SqliteStore {
 #[async_trait]
 impl TokenStore for SqliteStore {
     async fn create_token(&self, token: NewApiToken) -> Result<ApiToken, StoreError> {
-        let mut conn = self.pool.acquire().await.map_err(|e| map_err(e, "token"))?;
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(|e| map_err(e, "token"))?;
         insert_token(&mut conn, &token).await
     }
 
@@ -578,7 +621,7 @@ impl TokenStore for SqliteStore {
         sqlx::query(&sql)
             .bind(id.0)
             .bind(user_id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(|e| map_err(e, "token"))?
             .map(|row| token_at(&row, 0))
@@ -589,7 +632,7 @@ impl TokenStore for SqliteStore {
         let sql = format!("DELETE FROM api_tokens WHERE user_id = ? RETURNING {TOKEN_RETURNING}");
         let rows = sqlx::query(&sql)
             .bind(user_id.0)
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await
             .map_err(|e| map_err(e, "token"))?;
         let mut tokens = rows
@@ -610,7 +653,7 @@ impl TokenStore for SqliteStore {
             user_id,
             ..replacement
         };
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "token"))?;
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "token"))?;
         let sql = format!(
             "DELETE FROM api_tokens WHERE id = ? AND user_id = ? RETURNING {TOKEN_RETURNING}"
         );
@@ -634,7 +677,7 @@ impl TokenStore for SqliteStore {
         sqlx::query("UPDATE api_tokens SET last_used = ? WHERE id = ?")
             .bind(to_micros(at))
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_err(e, "token"))?;
         Ok(())
@@ -644,7 +687,7 @@ impl TokenStore for SqliteStore {
         let deleted =
             sqlx::query("DELETE FROM api_tokens WHERE expiry IS NOT NULL AND expiry <= ?")
                 .bind(to_micros(now))
-                .execute(&self.pool)
+                .execute(&self.writer)
                 .await
                 .map_err(|e| map_err(e, "token"))?
                 .rows_affected();
@@ -662,7 +705,7 @@ impl SecretStore for SqliteStore {
         )
         .bind(name)
         .bind(candidate)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "secret"))?;
         sqlx::query_scalar("SELECT value FROM server_secrets WHERE name = ?")
@@ -677,11 +720,39 @@ impl SecretStore for SqliteStore {
 impl JwtStore for SqliteStore {
     async fn create_refresh(&self, token: NewRefreshToken) -> Result<RefreshToken, StoreError> {
         let mut conn = self
-            .pool
+            .writer
             .acquire()
             .await
             .map_err(|e| map_err(e, "refresh token"))?;
         insert_refresh(&mut conn, &token, &token.family).await
+    }
+
+    async fn extend_family(
+        &self,
+        parent: &SecretDigest,
+        replacement: NewRefreshToken,
+    ) -> Result<Option<RefreshToken>, StoreError> {
+        if let Some(batcher) = &self.refresh_batcher {
+            return batcher.extend(*parent, replacement).await;
+        }
+        // One statement: the check and the insert cannot be separated by another writer.
+        let sql = format!(
+            "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
+             SELECT ?, family, user_id, ?, ? FROM jwt_refresh_tokens \
+             WHERE jti = ? AND user_id = ? AND used_at IS NULL AND revoked_at IS NULL \
+             RETURNING {REFRESH_COLUMNS}"
+        );
+        sqlx::query(&sql)
+            .bind(&replacement.jti.0[..])
+            .bind(to_micros(replacement.created))
+            .bind(to_micros(replacement.expires_at))
+            .bind(&parent.0[..])
+            .bind(replacement.user_id.0)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?
+            .map(|row| refresh_at(&row))
+            .transpose()
     }
 
     async fn refresh_by_jti(&self, jti: &SecretDigest) -> Result<Option<RefreshToken>, StoreError> {
@@ -701,8 +772,18 @@ impl JwtStore for SqliteStore {
         replacement: Option<NewRefreshToken>,
         at: OffsetDateTime,
     ) -> Result<RefreshUse, StoreError> {
+        if let Some(batcher) = &self.refresh_batcher {
+            if let Some((old, new)) = batcher.consume(*jti, replacement, at).await? {
+                return Ok(RefreshUse::Consumed(old, new));
+            }
+            return Ok(match self.refresh_by_jti(jti).await? {
+                None => RefreshUse::Unknown,
+                Some(t) if t.revoked_at.is_some() => RefreshUse::Revoked(t),
+                Some(t) => RefreshUse::AlreadyUsed(t),
+            });
+        }
         let mut tx = self
-            .pool
+            .writer
             .begin()
             .await
             .map_err(|e| map_err(e, "refresh token"))?;
@@ -745,7 +826,7 @@ impl JwtStore for SqliteStore {
         )
         .bind(to_micros(at))
         .bind(&family.0)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "refresh token"))?
         .rows_affected();
@@ -762,7 +843,7 @@ impl JwtStore for SqliteStore {
         )
         .bind(&jti.0[..])
         .bind(to_micros(expires_at))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "blacklist"))?
         .rows_affected();
@@ -779,7 +860,7 @@ impl JwtStore for SqliteStore {
     }
 
     async fn delete_expired_jwt(&self, now: OffsetDateTime) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "jwt"))?;
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "jwt"))?;
         let refresh = sqlx::query("DELETE FROM jwt_refresh_tokens WHERE expires_at <= ?")
             .bind(to_micros(now))
             .execute(&mut *tx)
@@ -822,7 +903,7 @@ impl SigningKeyStore for SqliteStore {
         .bind(&key.public_jwk)
         .bind(to_micros(key.created))
         .bind(key.retired_at.map(to_micros))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "signing key"))?
         .rows_affected();
@@ -835,7 +916,7 @@ impl SigningKeyStore for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<(), StoreError> {
         let mut tx = self
-            .pool
+            .writer
             .begin()
             .await
             .map_err(|e| map_err(e, "signing key"))?;
@@ -868,7 +949,7 @@ impl SigningKeyStore for SqliteStore {
             "DELETE FROM jwt_signing_keys WHERE retired_at IS NOT NULL AND retired_at <= ?",
         )
         .bind(to_micros(before))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "signing key"))?
         .rows_affected();
@@ -879,10 +960,12 @@ impl SigningKeyStore for SqliteStore {
 #[async_trait]
 impl StoreHealth for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(|e| map_err(e, "database"))?;
+        for pool in [&self.pool, &self.writer] {
+            sqlx::query("SELECT 1")
+                .execute(pool)
+                .await
+                .map_err(|e| map_err(e, "database"))?;
+        }
         Ok(())
     }
 }
@@ -930,7 +1013,7 @@ impl SessionStore for SqliteStore {
             .bind(to_micros(session.expires_at))
             .bind(&session.user_agent)
             .bind(&session.ip)
-            .fetch_one(&self.pool)
+            .fetch_one(&self.writer)
             .await
             .map_err(|e| map_err(e, "session"))?;
         session_at(&row)
@@ -972,7 +1055,7 @@ impl SessionStore for SqliteStore {
         sqlx::query("UPDATE sessions SET last_seen = ? WHERE id = ?")
             .bind(to_micros(at))
             .bind(id.0)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await
             .map_err(|e| map_err(e, "session"))?;
         Ok(())
@@ -989,7 +1072,7 @@ impl SessionStore for SqliteStore {
         sqlx::query(&sql)
             .bind(id.0)
             .bind(user_id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&self.writer)
             .await
             .map_err(|e| map_err(e, "session"))?
             .map(|row| session_at(&row))
@@ -1008,7 +1091,7 @@ impl SessionStore for SqliteStore {
         let rows = sqlx::query(&sql)
             .bind(user_id.0)
             .bind(keep.map(|k| k.0))
-            .fetch_all(&self.pool)
+            .fetch_all(&self.writer)
             .await
             .map_err(|e| map_err(e, "session"))?;
         session_rows(&rows)
@@ -1024,7 +1107,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(to_micros(now))
         .bind(idle_before.map(to_micros))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await
         .map_err(|e| map_err(e, "session"))?
         .rows_affected();

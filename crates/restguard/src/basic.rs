@@ -8,7 +8,7 @@ use base64::{
 };
 use http::HeaderValue;
 use restguard_core::{
-    authenticator::{Authenticator, Outcome, RequestContext},
+    authenticator::{Authenticator, Credentials, Outcome, RequestContext},
     identity::{AuthInfo, Identity, Scheme},
     secret::SecretString,
     store::StoreError,
@@ -90,17 +90,17 @@ impl Authenticator for Basic {
     }
 
     async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
-        let Some(parts) = request.authorization_parts(&["basic"], true) else {
-            return Ok(Outcome::Abstain);
-        };
-        let encoded = match parts.as_slice() {
-            [] => return Ok(failed("Invalid basic header. No credentials provided.")),
-            [one] => *one,
-            _ => {
+        let encoded = match request.credentials(&["basic"], true) {
+            None => return Ok(Outcome::Abstain),
+            Some(Credentials::Missing) => {
+                return Ok(failed("Invalid basic header. No credentials provided."))
+            }
+            Some(Credentials::Several) => {
                 return Ok(failed(
                     "Invalid basic header. Credentials string should not contain spaces.",
                 ))
             }
+            Some(Credentials::One(encoded)) => encoded,
         };
         let Some(credentials) = decode_credentials(encoded) else {
             return Ok(failed(

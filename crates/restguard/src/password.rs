@@ -416,13 +416,13 @@ impl PasswordAuth {
         username: &str,
         password: &SecretString,
     ) -> Result<Login, StoreError> {
-        if let Some(wait) = self.throttle.check(client_ip, username) {
+        if let Some(wait) = self.throttle.check(client_ip, username).await? {
             return Ok(Login::Throttled(wait));
         }
         Ok(match self.authenticate(username, password).await? {
             Some(user) => Login::Valid(user),
             None => {
-                self.throttle.record_failure(client_ip, username);
+                self.throttle.record_failure(client_ip, username).await;
                 Login::Invalid
             }
         })

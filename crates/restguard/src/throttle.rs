@@ -10,7 +10,7 @@ use std::{
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Mutex,
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
@@ -19,7 +19,7 @@ use async_trait::async_trait;
 use restguard_core::{
     rate::Rate,
     store::StoreError,
-    throttle::{Throttle, ThrottleDecision, ThrottleRequest},
+    throttle::{Throttle, ThrottleDecision, ThrottleRequest, ThrottleStore},
 };
 
 /// How often (in operations) stale keys are swept.
@@ -121,6 +121,88 @@ impl SlidingWindow {
     }
 }
 
+/// What a throttle on a shared [`ThrottleStore`] does when the store cannot answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailMode {
+    /// Let the request through (and log): an outage of the counters never blocks the API.
+    #[default]
+    Open,
+    /// Refuse it as unavailable (503 + `Retry-After`).
+    Closed,
+}
+
+/// Where a throttle counts: in this process, or in a store shared by every instance.
+#[derive(Debug)]
+enum Counter {
+    Local(SlidingWindow),
+    Shared {
+        store: Arc<dyn ThrottleStore>,
+        rate: Rate,
+        fail: FailMode,
+    },
+}
+
+/// Seconds since the epoch of the last fail-open warning (at most one every 10 s).
+static LAST_FAIL_OPEN_LOG: AtomicU64 = AtomicU64::new(0);
+
+fn log_fail_open(error: &StoreError) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let last = LAST_FAIL_OPEN_LOG.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_FAIL_OPEN_LOG
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(error = %error, source = ?std::error::Error::source(error),
+            "throttle store unavailable; letting requests through (fail-open)");
+    }
+}
+
+impl Counter {
+    /// Counts a hit if allowed; `Err` only when the shared store fails and the mode is closed.
+    async fn hit(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        match self {
+            Counter::Local(window) => Ok(window.hit(key).err()),
+            Counter::Shared { store, rate, fail } => match store.hit(key, *rate).await {
+                Ok(wait) => Ok(wait),
+                Err(e) if *fail == FailMode::Open => {
+                    log_fail_open(&e);
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    async fn check(&self, key: &str) -> Result<Option<Duration>, StoreError> {
+        match self {
+            Counter::Local(window) => Ok(window.check(key)),
+            Counter::Shared { store, rate, fail } => match store.check(key, *rate).await {
+                Ok(wait) => Ok(wait),
+                Err(e) if *fail == FailMode::Open => {
+                    log_fail_open(&e);
+                    Ok(None)
+                }
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Records an event; a store failure is only logged (the answer does not depend on it).
+    async fn record(&self, key: &str) {
+        match self {
+            Counter::Local(window) => window.record(key),
+            Counter::Shared { store, rate, .. } => {
+                if let Err(e) = store.record(key, *rate).await {
+                    log_fail_open(&e);
+                }
+            }
+        }
+    }
+}
+
 /// Who a rate throttle counts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ThrottleKind {
@@ -142,15 +224,37 @@ pub enum ThrottleKind {
 #[derive(Debug)]
 pub struct RateThrottle {
     kind: ThrottleKind,
-    window: SlidingWindow,
+    counter: Counter,
 }
 
 impl RateThrottle {
-    /// A throttle of `kind` allowing `rate`.
+    /// A throttle of `kind` allowing `rate`, counted in this process.
     pub fn new(kind: ThrottleKind, rate: Rate) -> Self {
         Self {
             kind,
-            window: SlidingWindow::new(rate),
+            counter: Counter::Local(SlidingWindow::new(rate)),
+        }
+    }
+
+    /// A throttle of `kind` allowing `rate` in total over every instance sharing `store`
+    /// (keys `rate:<anon|user|scope>:<ident>`); `fail` decides what a store outage does.
+    pub fn shared(
+        kind: ThrottleKind,
+        rate: Rate,
+        store: Arc<dyn ThrottleStore>,
+        fail: FailMode,
+    ) -> Self {
+        Self {
+            kind,
+            counter: Counter::Shared { store, rate, fail },
+        }
+    }
+
+    fn scope(&self) -> &str {
+        match &self.kind {
+            ThrottleKind::Anon => "anon",
+            ThrottleKind::User => "user",
+            ThrottleKind::Scoped(scope) => scope,
         }
     }
 
@@ -179,9 +283,17 @@ impl Throttle for RateThrottle {
         let Some(key) = self.key(request) else {
             return Ok(ThrottleDecision::Allow);
         };
-        Ok(match self.window.hit(&key) {
-            Ok(()) => ThrottleDecision::Allow,
-            Err(wait) => ThrottleDecision::Wait(wait),
+        let wait = match &self.counter {
+            Counter::Local(window) => window.hit(&key).err(),
+            Counter::Shared { .. } => {
+                self.counter
+                    .hit(&format!("rate:{}:{key}", self.scope()))
+                    .await?
+            }
+        };
+        Ok(match wait {
+            None => ThrottleDecision::Allow,
+            Some(wait) => ThrottleDecision::Wait(wait),
         })
     }
 }
@@ -190,8 +302,8 @@ impl Throttle for RateThrottle {
 /// lockout: once the window moves on, attempts are allowed again.
 #[derive(Debug)]
 pub struct LoginThrottle {
-    per_ip: Option<SlidingWindow>,
-    per_username: Option<SlidingWindow>,
+    per_ip: Option<Counter>,
+    per_username: Option<Counter>,
 }
 
 impl Default for LoginThrottle {
@@ -211,11 +323,31 @@ impl Default for LoginThrottle {
 }
 
 impl LoginThrottle {
-    /// Limits per IP and per username; `None` disables that limit.
+    /// Limits per IP and per username, counted in this process; `None` disables that limit.
     pub fn new(per_ip: Option<Rate>, per_username: Option<Rate>) -> Self {
         Self {
-            per_ip: per_ip.map(SlidingWindow::new),
-            per_username: per_username.map(SlidingWindow::new),
+            per_ip: per_ip.map(|r| Counter::Local(SlidingWindow::new(r))),
+            per_username: per_username.map(|r| Counter::Local(SlidingWindow::new(r))),
+        }
+    }
+
+    /// Limits per IP and per username counted in `store`, shared by every instance (keys
+    /// `login:ip:<ip>` and `login:user:<lowercased username>`); `fail` decides what a store
+    /// outage does to password logins.
+    pub fn shared(
+        per_ip: Option<Rate>,
+        per_username: Option<Rate>,
+        store: Arc<dyn ThrottleStore>,
+        fail: FailMode,
+    ) -> Self {
+        let shared = |rate: Rate| Counter::Shared {
+            store: store.clone(),
+            rate,
+            fail,
+        };
+        Self {
+            per_ip: per_ip.map(shared),
+            per_username: per_username.map(shared),
         }
     }
 
@@ -232,26 +364,49 @@ impl LoginThrottle {
         ip.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string())
     }
 
-    /// How long this attempt must wait before a password may be checked, if at all.
-    pub fn check(&self, client_ip: Option<IpAddr>, username: &str) -> Option<Duration> {
-        let by_ip = self
-            .per_ip
-            .as_ref()
-            .and_then(|w| w.check(&Self::ip_key(client_ip)));
-        let by_user = self
-            .per_username
-            .as_ref()
-            .and_then(|w| w.check(&Self::username_key(username)));
-        by_ip.max(by_user)
+    /// How long this attempt must wait before a password may be checked, if at all. An
+    /// error only when a shared store fails in [`FailMode::Closed`].
+    pub async fn check(
+        &self,
+        client_ip: Option<IpAddr>,
+        username: &str,
+    ) -> Result<Option<Duration>, StoreError> {
+        let by_ip = match &self.per_ip {
+            Some(Counter::Local(w)) => w.check(&Self::ip_key(client_ip)),
+            Some(c) => {
+                c.check(&format!("login:ip:{}", Self::ip_key(client_ip)))
+                    .await?
+            }
+            None => None,
+        };
+        let by_user = match &self.per_username {
+            Some(Counter::Local(w)) => w.check(&Self::username_key(username)),
+            Some(c) => {
+                c.check(&format!("login:user:{}", Self::username_key(username)))
+                    .await?
+            }
+            None => None,
+        };
+        Ok(by_ip.max(by_user))
     }
 
-    /// Counts a failed attempt.
-    pub fn record_failure(&self, client_ip: Option<IpAddr>, username: &str) {
-        if let Some(w) = &self.per_ip {
-            w.record(&Self::ip_key(client_ip));
+    /// Counts a failed attempt (a shared store's failure is logged, not returned).
+    pub async fn record_failure(&self, client_ip: Option<IpAddr>, username: &str) {
+        match &self.per_ip {
+            Some(Counter::Local(w)) => w.record(&Self::ip_key(client_ip)),
+            Some(c) => {
+                c.record(&format!("login:ip:{}", Self::ip_key(client_ip)))
+                    .await;
+            }
+            None => {}
         }
-        if let Some(w) = &self.per_username {
-            w.record(&Self::username_key(username));
+        match &self.per_username {
+            Some(Counter::Local(w)) => w.record(&Self::username_key(username)),
+            Some(c) => {
+                c.record(&format!("login:user:{}", Self::username_key(username)))
+                    .await;
+            }
+            None => {}
         }
     }
 }
@@ -290,20 +445,78 @@ mod tests {
         assert!(w.hit("a").is_ok());
     }
 
-    #[test]
-    fn login_throttle_counts_failures_only() {
+    #[tokio::test]
+    async fn login_throttle_counts_failures_only() {
         let t = LoginThrottle::new(Some(rate(3, 60)), Some(rate(2, 3600)));
         let ip: IpAddr = [10, 0, 0, 1].into();
-        assert_eq!(t.check(Some(ip), "alice"), None);
-        t.record_failure(Some(ip), "alice");
-        assert_eq!(t.check(Some(ip), "Alice"), None);
-        t.record_failure(Some(ip), "ALICE");
+        assert_eq!(t.check(Some(ip), "alice").await.unwrap(), None);
+        t.record_failure(Some(ip), "alice").await;
+        assert_eq!(t.check(Some(ip), "Alice").await.unwrap(), None);
+        t.record_failure(Some(ip), "ALICE").await;
         // Two failures for this username (any case): the third attempt waits.
-        assert!(t.check(Some(ip), "alice").is_some());
+        assert!(t.check(Some(ip), "alice").await.unwrap().is_some());
         // Another username from the same IP is still allowed (IP limit is 3).
-        assert_eq!(t.check(Some(ip), "bob"), None);
-        t.record_failure(Some(ip), "bob");
-        assert!(t.check(Some(ip), "carol").is_some(), "IP limit reached");
-        assert_eq!(t.check(Some([10, 0, 0, 2].into()), "carol"), None);
+        assert_eq!(t.check(Some(ip), "bob").await.unwrap(), None);
+        t.record_failure(Some(ip), "bob").await;
+        assert!(
+            t.check(Some(ip), "carol").await.unwrap().is_some(),
+            "IP limit reached"
+        );
+        assert_eq!(
+            t.check(Some([10, 0, 0, 2].into()), "carol").await.unwrap(),
+            None
+        );
+    }
+
+    /// A store that is always down.
+    #[derive(Debug)]
+    struct Down;
+
+    #[async_trait]
+    impl ThrottleStore for Down {
+        async fn hit(&self, _: &str, _: Rate) -> Result<Option<Duration>, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn check(&self, _: &str, _: Rate) -> Result<Option<Duration>, StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+        async fn record(&self, _: &str, _: Rate) -> Result<(), StoreError> {
+            Err(StoreError::unavailable("down"))
+        }
+    }
+
+    #[tokio::test]
+    async fn shared_store_outage_fails_open_or_closed() {
+        let request = ThrottleRequest {
+            client_ip: Some([10, 0, 0, 1].into()),
+            identity: None,
+        };
+        let open = RateThrottle::shared(
+            ThrottleKind::Anon,
+            rate(1, 60),
+            Arc::new(Down),
+            FailMode::Open,
+        );
+        assert_eq!(
+            open.allow_request(&request).await.unwrap(),
+            ThrottleDecision::Allow
+        );
+        let closed = RateThrottle::shared(
+            ThrottleKind::Anon,
+            rate(1, 60),
+            Arc::new(Down),
+            FailMode::Closed,
+        );
+        assert!(closed
+            .allow_request(&request)
+            .await
+            .unwrap_err()
+            .is_unavailable());
+        let login =
+            LoginThrottle::shared(Some(rate(1, 60)), None, Arc::new(Down), FailMode::Closed);
+        assert!(login.check(None, "alice").await.is_err());
+        login.record_failure(None, "alice").await;
+        let login = LoginThrottle::shared(Some(rate(1, 60)), None, Arc::new(Down), FailMode::Open);
+        assert_eq!(login.check(None, "alice").await.unwrap(), None);
     }
 }

@@ -12,7 +12,7 @@ use std::{
 use async_trait::async_trait;
 use http::HeaderValue;
 use restguard_core::{
-    authenticator::{Authenticator, Outcome, RequestContext},
+    authenticator::{Authenticator, Credentials, Outcome, RequestContext},
     identity::{AuthInfo, Identity, Scheme, User, UserId},
     secret::SecretString,
     store::{ApiToken, NewApiToken, SecretDigest, StoreError, Stores, TokenId, TokenStore},
@@ -338,17 +338,17 @@ impl Authenticator for TokenAuth {
     }
 
     async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
-        let Some(parts) = request.authorization_parts(&self.keywords, true) else {
-            return Ok(Outcome::Abstain);
-        };
-        let key = match parts.as_slice() {
-            [] => return Ok(failed("Invalid token header. No credentials provided.")),
-            [key] => *key,
-            _ => {
+        let key = match request.credentials(&self.keywords, true) {
+            None => return Ok(Outcome::Abstain),
+            Some(Credentials::Missing) => {
+                return Ok(failed("Invalid token header. No credentials provided."))
+            }
+            Some(Credentials::Several) => {
                 return Ok(failed(
                     "Invalid token header. Token string should not contain spaces.",
                 ))
             }
+            Some(Credentials::One(key)) => key,
         };
         let key = match std::str::from_utf8(key) {
             Ok(k) if k.bytes().all(|b| b.is_ascii_graphic()) => k,

@@ -10,10 +10,14 @@ pub(crate) async fn healthz() -> Json<Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// Stores reachable, else 503.
+/// Stores reachable, else 503. Redis (when configured) counts only when throttles fail
+/// closed; with fail-open an unreachable Redis shows as `"redis": "unavailable"`.
 pub(crate) async fn readyz(State(state): State<AppState>) -> ApiResult<Json<Value>> {
     state.stores.health.ping().await?;
-    Ok(Json(json!({"status": "ready"})))
+    match crate::scaleout::redis_readiness().await? {
+        Some(redis) => Ok(Json(json!({"status": "ready", "redis": redis}))),
+        None => Ok(Json(json!({"status": "ready"}))),
+    }
 }
 
 /// An `AllowAny` route behind the default authenticators (the benchmark's baseline).

@@ -6,17 +6,14 @@ use std::net::IpAddr;
 
 use restguard::{jwt::JwtError, password::Login};
 use restguard_axum::RequestIp;
-use restguard_core::{secret::SecretString, Rejection, User};
+use restguard_core::{Rejection, User};
 use serde_json::{json, Value};
 
 use crate::{
     app::AppState,
-    body::{CharRules, Data, Fields},
+    body::{CharRules, Data, Fields, LoginFields},
     error::{ApiError, ApiResult},
 };
-
-/// DRF's `User.username` max length.
-const USERNAME_MAX: usize = 150;
 
 fn rejected(state: &AppState, error: JwtError) -> ApiError {
     match error {
@@ -33,22 +30,7 @@ fn rejected(state: &AppState, error: JwtError) -> ApiError {
 
 /// Checks `{"username","password"}` (Simple JWT's `TokenObtainSerializer`).
 async fn credentials(state: &AppState, ip: Option<IpAddr>, data: &Data) -> ApiResult<User> {
-    let mut fields = Fields::new(data);
-    let username = fields.char(
-        "username",
-        CharRules {
-            max_length: Some(USERNAME_MAX),
-            ..CharRules::REQUIRED
-        },
-    );
-    let password = fields.char(
-        "password",
-        CharRules {
-            trim: false,
-            ..CharRules::REQUIRED
-        },
-    );
-    fields.finish()?;
+    let LoginFields { username, password } = LoginFields::parse(data)?;
     let no_account = || ApiError::Unauthorized {
         rejection: Box::new(
             Rejection::new("No active account found with the given credentials")
@@ -56,14 +38,7 @@ async fn credentials(state: &AppState, ip: Option<IpAddr>, data: &Data) -> ApiRe
         ),
         challenge: state.jwt_challenge.clone(),
     };
-    let (Some(username), Some(password)) = (username, password) else {
-        return Err(no_account());
-    };
-    match state
-        .passwords
-        .login(ip, &username, &SecretString::new(password))
-        .await?
-    {
+    match state.passwords.login(ip, &username, &password).await? {
         Login::Valid(user) => Ok(user),
         Login::Invalid => Err(no_account()),
         Login::Throttled(wait) => Err(ApiError::Throttled(wait)),

@@ -3,9 +3,11 @@
 pub(crate) mod health;
 pub(crate) mod jwt;
 pub(crate) mod me;
+pub(crate) mod oauth2;
 pub(crate) mod pages;
 pub(crate) mod session;
 pub(crate) mod tokens;
+pub(crate) mod verify;
 
 use time::{format_description::well_known::Rfc3339, OffsetDateTime};
 

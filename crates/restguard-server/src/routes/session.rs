@@ -23,12 +23,11 @@ use serde_json::{json, Value};
 
 use crate::{
     app::AppState,
-    body::{CharRules, Data, Fields},
+    body::{Data, LoginFields},
     error::{ApiError, ApiResult},
 };
 
-/// DRF's `User.username` max length.
-pub(crate) const USERNAME_MAX: usize = 150;
+pub(crate) use crate::body::USERNAME_MAX;
 
 /// Whether the body is a form (the only kind whose `csrfmiddlewaretoken` Django reads).
 fn is_form(headers: &HeaderMap) -> bool {
@@ -108,13 +107,9 @@ pub(crate) async fn log_in(
     parts: &Parts,
     ip: Option<std::net::IpAddr>,
     username: &str,
-    password: String,
+    password: &SecretString,
 ) -> ApiResult<Option<LoggedIn>> {
-    let user = match state
-        .passwords
-        .login(ip, username, &SecretString::new(password))
-        .await?
-    {
+    let user = match state.passwords.login(ip, username, password).await? {
         Login::Valid(user) => user,
         Login::Invalid => return Ok(None),
         Login::Throttled(wait) => return Err(ApiError::Throttled(wait)),
@@ -152,27 +147,9 @@ pub(crate) async fn login(
     let (parts, data) = read_request(&state, request).await?;
     csrf_check(&state, &parts, &data)
         .map_err(|reason| ApiError::Csrf(format!("CSRF Failed: {reason}")))?;
-    let mut fields = Fields::new(&data);
-    let username = fields.char(
-        "username",
-        CharRules {
-            max_length: Some(USERNAME_MAX),
-            ..CharRules::REQUIRED
-        },
-    );
-    let password = fields.char(
-        "password",
-        CharRules {
-            trim: false,
-            ..CharRules::REQUIRED
-        },
-    );
-    fields.finish()?;
+    let LoginFields { username, password } = LoginFields::parse(&data)?;
     let bad = || ApiError::non_field("Unable to log in with provided credentials.");
-    let (Some(username), Some(password)) = (username, password) else {
-        return Err(bad());
-    };
-    let Some(logged_in) = log_in(&state, &parts, ip, &username, password).await? else {
+    let Some(logged_in) = log_in(&state, &parts, ip, &username, &password).await? else {
         return Err(bad());
     };
     let mut response = Json(json!({

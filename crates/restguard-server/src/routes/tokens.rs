@@ -9,15 +9,12 @@ use axum::{
 };
 use restguard::{password::Login, token::IssuedToken};
 use restguard_axum::{Authenticated, RequestIp};
-use restguard_core::{
-    secret::SecretString,
-    store::{ApiToken, TokenId},
-};
+use restguard_core::store::{ApiToken, TokenId};
 use serde_json::{json, Value};
 
 use crate::{
     app::AppState,
-    body::{CharRules, Data, Fields},
+    body::{CharRules, Data, Fields, LoginFields},
     error::{ApiError, ApiResult},
     routes::rfc3339,
 };
@@ -26,8 +23,6 @@ use crate::{
 const NAME_MAX: usize = 64;
 /// Longest lifetime a token may be given (10 years).
 const EXPIRES_IN_MAX: i64 = 10 * 365 * 86_400;
-/// DRF's `User.username` max length.
-const USERNAME_MAX: usize = 150;
 
 fn token_json(t: &ApiToken) -> Value {
     json!({
@@ -55,32 +50,8 @@ pub(crate) async fn obtain(
     RequestIp(ip): RequestIp,
     data: Data,
 ) -> ApiResult<Json<Value>> {
-    let mut fields = Fields::new(&data);
-    let username = fields.char(
-        "username",
-        CharRules {
-            max_length: Some(USERNAME_MAX),
-            ..CharRules::REQUIRED
-        },
-    );
-    let password = fields.char(
-        "password",
-        CharRules {
-            trim: false,
-            ..CharRules::REQUIRED
-        },
-    );
-    fields.finish()?;
-    let (Some(username), Some(password)) = (username, password) else {
-        return Err(ApiError::non_field(
-            "Unable to log in with provided credentials.",
-        ));
-    };
-    let user = match state
-        .passwords
-        .login(ip, &username, &SecretString::new(password))
-        .await?
-    {
+    let LoginFields { username, password } = LoginFields::parse(&data)?;
+    let user = match state.passwords.login(ip, &username, &password).await? {
         Login::Valid(user) => user,
         Login::Invalid => {
             return Err(ApiError::non_field(

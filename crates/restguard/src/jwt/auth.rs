@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use http::HeaderValue;
 use restguard_core::{
-    authenticator::{Authenticator, Outcome, RequestContext},
+    authenticator::{Authenticator, Credentials, Outcome, RequestContext},
     identity::Scheme,
     store::StoreError,
     AuthError,
@@ -76,11 +76,7 @@ impl Authenticator for JwtAuth {
     }
 
     async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
-        let types: Vec<&str> = self.header_types.iter().map(String::as_str).collect();
-        let Some(parts) = request.authorization_parts(&types, false) else {
-            return Ok(Outcome::Abstain);
-        };
-        let [token] = parts.as_slice() else {
+        let Some(Credentials::One(token)) = request.credentials(&self.header_types, false) else {
             return Ok(Outcome::Abstain);
         };
         if !codec::is_jwt_shaped(token) {

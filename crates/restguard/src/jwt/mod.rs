@@ -66,6 +66,7 @@ mod auth;
 mod codec;
 mod keys;
 mod service;
+mod signer;
 
 use std::{borrow::Cow, fmt};
 
@@ -78,6 +79,7 @@ pub use keys::{
     configured_key, generate_key, generate_key_blocking, rotate_signing_key, JwtAlgorithm, KeyError,
 };
 pub use service::{JwtService, JwtSettings, Refreshed, TokenPair};
+pub use signer::ClaimsSigner;
 
 /// The three kinds of token (the `token_type` claim).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -539,26 +539,32 @@ impl JwtService {
         let iat = Self::issue_time(&user).await;
         let keys = self.inner.keys.current();
         let access = self.access_at(&keys, user.id, iat)?;
-        if !settings.rotate_refresh_tokens || !settings.blacklist_after_rotation {
-            let record = match self.inner.jwt.refresh_by_jti(&digest).await? {
+        if !settings.rotate_refresh_tokens {
+            match self.inner.jwt.refresh_by_jti(&digest).await? {
                 None => return Err(TokenProblem::Invalid.into()),
                 Some(r) if r.revoked_at.is_some() || r.used_at.is_some() => {
                     return Err(TokenProblem::Blacklisted.into())
                 }
-                Some(r) => r,
-            };
-            if !settings.rotate_refresh_tokens {
-                return Ok(Refreshed {
-                    access,
-                    refresh: None,
-                });
+                Some(_) => {}
             }
-            // Rotation without blacklisting (Simple JWT's behaviour): the old token lives on.
-            let (refresh, new) = self.new_refresh(&keys, user.id, iat, record.family)?;
-            self.inner.jwt.create_refresh(new).await?;
             return Ok(Refreshed {
                 access,
-                refresh: Some(refresh),
+                refresh: None,
+            });
+        }
+        if !settings.blacklist_after_rotation {
+            // Rotation without blacklisting (Simple JWT's behaviour): the old token lives on;
+            // the new one joins its family in one conditional write.
+            let (refresh, new) = self.new_refresh(&keys, user.id, iat, FamilyId(String::new()))?;
+            if self.inner.jwt.extend_family(&digest, new).await?.is_some() {
+                return Ok(Refreshed {
+                    access,
+                    refresh: Some(refresh),
+                });
+            }
+            return Err(match self.inner.jwt.refresh_by_jti(&digest).await? {
+                None => TokenProblem::Invalid.into(),
+                Some(_) => TokenProblem::Blacklisted.into(),
             });
         }
         // Signed before the write, so nothing can fail after the old token is consumed.

@@ -37,6 +37,7 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "token-revoked" => "Token revoked: it no longer works.",
         "session-ended" => "Session ended.",
         "sessions-ended" => "All your other sessions have ended.",
+        "app-revoked" => "Access revoked: the application's tokens no longer work.",
         _ => return None,
     })
 }
@@ -65,6 +66,24 @@ async fn account_page(state: &AppState, visitor: Visitor, extra: Extra) -> PageR
         "sessions".into(),
         sessions_json(state, &sessions, user, Some(session.record.id)),
     );
+    let apps = state
+        .stores
+        .oauth
+        .authorized_applications(user.id, time::OffsetDateTime::now_utc())
+        .await?;
+    let apps: Vec<Value> = apps
+        .iter()
+        .map(|a| {
+            json!({
+                "id": a.application.id.0,
+                "client_id": a.application.client_id,
+                "name": a.application.name,
+                "scopes": a.scopes,
+                "last_issued": super::when(a.last_issued),
+            })
+        })
+        .collect();
+    context.insert("authorized_apps".into(), Value::Array(apps));
     context.insert("notice".into(), json!(extra.notice));
     context.insert("error".into(), json!(extra.error));
     context.insert("new_key".into(), json!(extra.new_key));
@@ -330,4 +349,28 @@ pub(crate) async fn change_password(
         },
     )
     .await
+}
+
+/// `POST /account/applications/<id>/revoke/`: ends every token the user gave the application.
+pub(crate) async fn revoke_application(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> PageResult {
+    let (_, session) = signed_in(&state, request).await?;
+    let id = restguard_core::store::ApplicationId(parse_id(&id)?);
+    let revoked = state
+        .stores
+        .oauth
+        .revoke_authorization(session.user.id, id, time::OffsetDateTime::now_utc())
+        .await?;
+    if revoked == 0 {
+        return Err(PageError::NotFound);
+    }
+    state.oauth.forget_cached();
+    Ok(redirect(
+        StatusCode::SEE_OTHER,
+        "/account/?notice=app-revoked",
+        Vec::new(),
+    ))
 }

@@ -97,7 +97,15 @@ pub(crate) async fn login_submit(
             field_errors,
         ));
     }
-    let logged_in = match log_in(&state, &form.parts, ip, &username, password).await {
+    let logged_in = match log_in(
+        &state,
+        &form.parts,
+        ip,
+        &username,
+        &restguard_core::secret::SecretString::new(password),
+    )
+    .await
+    {
         Ok(Some(logged_in)) => logged_in,
         Ok(None) => {
             return Ok(login_page(

@@ -9,6 +9,7 @@
 
 pub(crate) mod account;
 pub(crate) mod admin;
+pub(crate) mod admin_apps;
 pub(crate) mod auth;
 
 use std::sync::OnceLock;
@@ -32,7 +33,7 @@ use crate::{
     routes::session::{csrf_check, csrf_cookie, read_request},
 };
 
-const TEMPLATES: [(&str, &str); 9] = [
+const TEMPLATES: [(&str, &str); 12] = [
     ("base.html", include_str!("../../../templates/base.html")),
     ("login.html", include_str!("../../../templates/login.html")),
     (
@@ -59,6 +60,18 @@ const TEMPLATES: [(&str, &str); 9] = [
     (
         "_sessions_table.html",
         include_str!("../../../templates/_sessions_table.html"),
+    ),
+    (
+        "oauth_authorize.html",
+        include_str!("../../../templates/oauth_authorize.html"),
+    ),
+    (
+        "oauth_logout.html",
+        include_str!("../../../templates/oauth_logout.html"),
+    ),
+    (
+        "admin_apps.html",
+        include_str!("../../../templates/admin_apps.html"),
     ),
 ];
 

@@ -1,0 +1,86 @@
+//! [`OAuth2Bearer`]: the resource side — `Authorization: Bearer rgat_…` on API routes.
+
+use async_trait::async_trait;
+use http::HeaderValue;
+use restguard_core::{
+    authenticator::{Authenticator, Outcome, RequestContext},
+    identity::{AuthInfo, Identity, Scheme},
+    store::StoreError,
+    AuthError, Rejection,
+};
+
+use crate::provider::{AccessProblem, Provider, ACCESS_TOKEN_PREFIX};
+
+/// The challenge of a route whose first authenticator is OAuth2.
+const CHALLENGE: &str = "Bearer realm=\"api\"";
+/// The challenge after a rejected token (RFC 6750 §3).
+const INVALID_CHALLENGE: &str = "Bearer realm=\"api\", error=\"invalid_token\"";
+
+/// OAuth2 bearer tokens issued by this server's [`Provider`].
+///
+/// Abstains on bearer values without the access-token prefix (a JWT, another scheme's key),
+/// so it shares `Authorization: Bearer` with the JWT scheme (CONTRACT §1). Sets
+/// [`AuthInfo::scopes`] for scope permissions. A client-credentials token (no user) is
+/// refused with 403 on these user routes.
+#[derive(Debug, Clone)]
+pub struct OAuth2Bearer {
+    provider: Provider,
+}
+
+impl OAuth2Bearer {
+    /// An authenticator checking tokens with `provider`.
+    pub fn new(provider: Provider) -> Self {
+        Self { provider }
+    }
+}
+
+fn rejected(detail: &'static str) -> Outcome {
+    Outcome::Failed(AuthError::from(
+        Rejection::new(detail).with_challenge(HeaderValue::from_static(INVALID_CHALLENGE)),
+    ))
+}
+
+#[async_trait]
+impl Authenticator for OAuth2Bearer {
+    fn scheme(&self) -> Scheme {
+        Scheme::OAuth2
+    }
+
+    fn challenge(&self) -> Option<HeaderValue> {
+        Some(HeaderValue::from_static(CHALLENGE))
+    }
+
+    async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
+        let Some(parts) = request.authorization_parts(&["Bearer"], false) else {
+            return Ok(Outcome::Abstain);
+        };
+        let Some(first) = parts.first() else {
+            return Ok(Outcome::Abstain);
+        };
+        if !first.starts_with(ACCESS_TOKEN_PREFIX.as_bytes()) {
+            return Ok(Outcome::Abstain);
+        }
+        if parts.len() != 1 {
+            return Ok(rejected("The access token is invalid."));
+        }
+        let Ok(token) = std::str::from_utf8(first) else {
+            return Ok(rejected("The access token is invalid."));
+        };
+        let grant = match self.provider.check_access_token(token).await? {
+            Ok(grant) => grant,
+            Err(AccessProblem::Expired) => return Ok(rejected("The access token has expired.")),
+            Err(AccessProblem::Invalid) => return Ok(rejected("The access token is invalid.")),
+        };
+        let Some(user) = grant.user.clone() else {
+            return Ok(Outcome::Failed(AuthError::from(
+                Rejection::new("This access token was issued to a client, not to a user.")
+                    .with_code("permission_denied")
+                    .forbidden(),
+            )));
+        };
+        let auth = AuthInfo::new(Scheme::OAuth2)
+            .with_credential_id(grant.token.id.to_string())
+            .with_scopes(grant.token.scopes.clone());
+        Ok(Outcome::Authenticated(Identity::new(user, auth)))
+    }
+}

@@ -1,0 +1,418 @@
+//! Scale-out on PostgreSQL: the server on a PostgreSQL URL (`restguard migrate` and the CLI
+//! included), two `restguard serve` processes sharing one database (revocations, ended
+//! sessions, deactivations and refresh-token reuse seen across instances within the caches'
+//! 1 s), and an outage (a TCP proxy between the server and PostgreSQL, cut and restored):
+//! 503 + `Retry-After` with the contract body, `/readyz` 503, recovery without restart, and
+//! tokens issued before the outage still valid.
+//!
+//! Needs `RESTGUARD_TEST_POSTGRES_URL`; each test uses its own scratch schema. Without it the
+//! tests print why they skip (and fail under `RESTGUARD_REQUIRE_SERVICES=1`).
+
+mod common;
+mod proxy_support;
+mod session_support;
+
+use std::{
+    net::SocketAddr,
+    time::{Duration, Instant},
+};
+
+use common::{cli_in, token, Body, CliOutput, Reply, Server};
+use proxy_support::Proxy;
+use reqwest::Method;
+use restguard_store::testing::{
+    service_url, url_with_search_path, ScratchSchema, POSTGRES_URL_VAR,
+};
+use serde_json::json;
+use session_support::{login, PLAIN_HTTP};
+
+/// A scratch schema and the URL of it, or `None` to skip.
+async fn scratch(test: &str) -> Option<ScratchSchema> {
+    let base = service_url(POSTGRES_URL_VAR, test)?;
+    Some(ScratchSchema::create(&base).await)
+}
+
+/// `restguard ARGS` against the database at `url` (from `dir`).
+fn cli(dir: &std::path::Path, url: &str, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
+    cli_in(dir, args, stdin, &[("RESTGUARD_DATABASE__URL", url)])
+}
+
+/// A server on the PostgreSQL database at `url`.
+fn pg_server(url: &str, extra: &[(&str, &str)]) -> Server {
+    let mut env = vec![("RESTGUARD_DATABASE__URL", url), PLAIN_HTTP];
+    env.extend_from_slice(extra);
+    Server::start_with_env(&env)
+}
+
+fn create_user(server: &Server, url: &str, name: &str, password: &str) {
+    let line = format!("{password}\n");
+    cli(
+        server.dir(),
+        url,
+        &["user", "create", name, "--password-stdin"],
+        Some(line.as_bytes()),
+    )
+    .assert_ok();
+}
+
+/// Polls `probe` every 50 ms until it is true; returns how long that took, or panics after
+/// `limit`.
+async fn within<F, Fut>(limit: Duration, what: &str, mut probe: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if probe().await {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// How long a change on one instance may take to reach another: the in-process caches'
+/// 1 s lifetime plus scheduling margin.
+const PROPAGATION: Duration = Duration::from_millis(1_600);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_backend_end_to_end() {
+    let Some(schema) = scratch("postgres_backend_end_to_end").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    let dir = tempfile::tempdir().unwrap();
+    // `restguard migrate` on PostgreSQL, twice (idempotent).
+    cli(dir.path(), &url, &["migrate"], None).assert_ok();
+    cli(dir.path(), &url, &["migrate"], None).assert_ok();
+
+    let server = pg_server(
+        &url,
+        &[
+            ("RESTGUARD_DATABASE__MAX_CONNECTIONS", "4"),
+            ("RESTGUARD_DATABASE__ACQUIRE_TIMEOUT", "2s"),
+            ("RESTGUARD_DATABASE__STATEMENT_TIMEOUT", "3s"),
+        ],
+    );
+    create_user(&server, &url, "alice", "pw-alice-123");
+    let key = server.obtain_token("alice", "pw-alice-123").await;
+    let me = server.get("/api/me/", Some(&token(&key))).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.json["username"], "alice");
+    assert_eq!(me.json["auth"]["scheme"], "token");
+    let ready = server.get("/readyz", None).await;
+    assert_eq!(ready.status, 200, "{ready:?}");
+    let metrics = server.get("/metrics", None).await;
+    assert!(
+        metrics
+            .text
+            .contains("restguard_db_pool_connections{state=\"max\"} 4"),
+        "{}",
+        metrics.text
+    );
+    // A CLI token works on the server.
+    let cli_key = cli(dir.path(), &url, &["token", "create", "alice"], None);
+    cli_key.assert_ok();
+    let me = server
+        .get("/api/me/", Some(&token(cli_key.stdout.trim_end())))
+        .await;
+    assert_eq!(me.status, 200, "{me:?}");
+    // Bad pool settings are startup errors naming the key.
+    let out = cli_in(
+        dir.path(),
+        &["migrate"],
+        None,
+        &[
+            ("RESTGUARD_DATABASE__URL", url.as_str()),
+            ("RESTGUARD_DATABASE__ACQUIRE_TIMEOUT", "soon"),
+        ],
+    );
+    let line = out.assert_one_line_error();
+    assert!(line.to_lowercase().contains("acquire_timeout"), "{line}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_share_state() {
+    let Some(schema) = scratch("two_instances_share_state").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    let a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[]);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    create_user(&a, &url, "bob", "pw-bob-12345");
+
+    // A token issued on A works on B; revoked on A, B refuses it within the cache lifetime.
+    let key = a.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    let listed = a.token_list(&token(&key)).await;
+    let id = listed[0]["id"].as_i64().expect("token id");
+    let other = a.obtain_token("alice", "pw-alice-123").await;
+    let revoked = a
+        .request(
+            Method::DELETE,
+            &format!("/api/tokens/{id}/"),
+            Some(&token(&other)),
+            Body::None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+    let took = within(PROPAGATION, "token revocation reaches B", || async {
+        b.get("/api/me/", Some(&token(&key))).await.status == 401
+    })
+    .await;
+    eprintln!("token revocation reached B after {took:?}");
+
+    // A session started on A works on B; ended on A, B refuses it.
+    let browser = login(&a, "bob", "pw-bob-12345").await;
+    assert_eq!(browser.me(&b).await.status, 200);
+    let out = browser
+        .send(&a, Method::POST, "/api/session/logout/", Body::None)
+        .await;
+    assert_eq!(out.status, 204, "{out:?}");
+    within(PROPAGATION, "session end reaches B", || async {
+        browser.me(&b).await.status != 200
+    })
+    .await;
+
+    // Refresh-token reuse is detected across instances: rotate on A, replay on B.
+    let pair = a
+        .request(
+            Method::POST,
+            "/api/token/",
+            None,
+            Body::Json(json!({"username": "bob", "password": "pw-bob-12345"})),
+        )
+        .await;
+    assert_eq!(pair.status, 200, "{pair:?}");
+    let r0 = pair.json["refresh"].as_str().expect("refresh").to_owned();
+    let rotated = a
+        .request(
+            Method::POST,
+            "/api/token/refresh/",
+            None,
+            Body::Json(json!({"refresh": r0})),
+        )
+        .await;
+    assert_eq!(rotated.status, 200, "{rotated:?}");
+    let r1 = rotated.json["refresh"]
+        .as_str()
+        .expect("rotated")
+        .to_owned();
+    let access = rotated.json["access"].as_str().expect("access").to_owned();
+    assert_eq!(
+        b.get("/api/me/", Some(&format!("Bearer {access}")))
+            .await
+            .status,
+        200
+    );
+    let replay = b
+        .request(
+            Method::POST,
+            "/api/token/refresh/",
+            None,
+            Body::Json(json!({"refresh": r0})),
+        )
+        .await;
+    assert_eq!(replay.status, 401, "{replay:?}");
+    // … and the whole family is dead, on either instance.
+    let after = a
+        .request(
+            Method::POST,
+            "/api/token/refresh/",
+            None,
+            Body::Json(json!({"refresh": r1})),
+        )
+        .await;
+    assert_eq!(after.status, 401, "{after:?}");
+
+    // A user deactivated (through the shared database) is refused by both within 1 s.
+    let key = b.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(a.get("/api/me/", Some(&token(&key))).await.status, 200);
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    let browser = login(&b, "alice", "pw-alice-123").await;
+    assert_eq!(browser.me(&a).await.status, 200);
+    cli(a.dir(), &url, &["user", "deactivate", "alice"], None).assert_ok();
+    within(PROPAGATION, "deactivation reaches A and B", || async {
+        a.get("/api/me/", Some(&token(&key))).await.status == 401
+            && b.get("/api/me/", Some(&token(&key))).await.status == 401
+            && browser.me(&a).await.status != 200
+            && browser.me(&b).await.status != 200
+    })
+    .await;
+}
+
+/// `host:port` of a `postgres://[user@]host[:port]/…` URL.
+fn host_port(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or(rest);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    if host.contains(':') {
+        host.to_owned()
+    } else {
+        format!("{host}:5432")
+    }
+}
+
+/// `url` pointed at `addr` instead of its own host and port.
+fn via(url: &str, addr: SocketAddr) -> String {
+    url.replacen(&host_port(url), &addr.to_string(), 1)
+        .replacen("@localhost/", &format!("@{addr}/"), 1)
+}
+
+fn assert_unavailable(reply: &Reply, what: &str) {
+    assert_eq!(reply.status, 503, "{what}: {reply:?}");
+    assert!(
+        reply.headers.get("retry-after").is_some(),
+        "{what}: no Retry-After: {reply:?}"
+    );
+    assert_eq!(
+        reply.json,
+        json!({"detail": "Service temporarily unavailable.", "code": "service_unavailable"}),
+        "{what}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_503_then_recovers() {
+    let Some(schema) = scratch("postgres_outage_is_503_then_recovers").await else {
+        return;
+    };
+    let direct = schema.url().to_owned();
+    let base = service_url(POSTGRES_URL_VAR, "outage").expect("checked above");
+    let proxy = Proxy::start(host_port(&base)).await;
+    let proxied = url_with_search_path(&via(&base, proxy.addr), schema.name());
+    let server = pg_server(
+        &proxied,
+        &[
+            ("RESTGUARD_DATABASE__ACQUIRE_TIMEOUT", "1s"),
+            ("RESTGUARD_DATABASE__STATEMENT_TIMEOUT", "2s"),
+        ],
+    );
+    create_user(&server, &direct, "alice", "pw-alice-123");
+    let key = server.obtain_token("alice", "pw-alice-123").await;
+    let auth = token(&key);
+    assert_eq!(server.get("/api/me/", Some(&auth)).await.status, 200);
+    assert_eq!(server.get("/readyz", None).await.status, 200);
+
+    proxy.cut();
+    // Past the token cache, every request that needs the database is a 503 — quickly.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    let started = Instant::now();
+    let me = server.get("/api/me/", Some(&auth)).await;
+    assert_unavailable(&me, "GET /api/me/ during the outage");
+    assert_unavailable(
+        &server.get("/readyz", None).await,
+        "/readyz during the outage",
+    );
+    let obtain = server
+        .request(
+            Method::POST,
+            "/api-token-auth/",
+            None,
+            Body::Json(json!({"username": "alice", "password": "pw-alice-123"})),
+        )
+        .await;
+    assert_unavailable(&obtain, "token obtain during the outage");
+    let concurrent = futures_join(&server, &auth, 8).await;
+    for reply in &concurrent {
+        assert_unavailable(reply, "concurrent requests during the outage");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "outage answers took {:?}",
+        started.elapsed()
+    );
+    // The process never answered 500 and is still up.
+    assert_eq!(server.get("/healthz", None).await.status, 200);
+
+    proxy.restore();
+    within(
+        Duration::from_secs(10),
+        "recovery after the outage",
+        || async { server.get("/readyz", None).await.status == 200 },
+    )
+    .await;
+    // The token issued before the outage is still valid; new logins work again.
+    assert_eq!(server.get("/api/me/", Some(&auth)).await.status, 200);
+    let again = server.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(
+        server.get("/api/me/", Some(&token(&again))).await.status,
+        200
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn black_holed_postgres_is_503_within_the_timeouts() {
+    let Some(schema) = scratch("black_holed_postgres").await else {
+        return;
+    };
+    let direct = schema.url().to_owned();
+    let base = service_url(POSTGRES_URL_VAR, "black hole").expect("checked above");
+    let proxy = Proxy::start(host_port(&base)).await;
+    let proxied = url_with_search_path(&via(&base, proxy.addr), schema.name());
+    let server = pg_server(
+        &proxied,
+        &[
+            ("RESTGUARD_DATABASE__ACQUIRE_TIMEOUT", "1s"),
+            ("RESTGUARD_DATABASE__STATEMENT_TIMEOUT", "2s"),
+            ("RESTGUARD_SERVER__REQUEST_TIMEOUT", "3s"),
+        ],
+    );
+    create_user(&server, &direct, "alice", "pw-alice-123");
+    let key = server.obtain_token("alice", "pw-alice-123").await;
+    let auth = token(&key);
+    assert_eq!(server.get("/api/me/", Some(&auth)).await.status, 200);
+
+    proxy.hang();
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    // Nothing answers and nothing closes: still a 503 within the configured timeouts.
+    let started = Instant::now();
+    let replies = futures_join(&server, &auth, 4).await;
+    for reply in &replies {
+        assert_unavailable(reply, "GET /api/me/ into a black hole");
+    }
+    assert_unavailable(
+        &server.get("/readyz", None).await,
+        "/readyz into a black hole",
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "black-hole answers took {:?}",
+        started.elapsed()
+    );
+
+    proxy.restore();
+    within(
+        Duration::from_secs(10),
+        "recovery after the black hole",
+        || async { server.get("/readyz", None).await.status == 200 },
+    )
+    .await;
+    assert_eq!(server.get("/api/me/", Some(&auth)).await.status, 200);
+}
+
+/// `n` concurrent `GET /api/me/` with `auth`.
+async fn futures_join(server: &Server, auth: &str, n: usize) -> Vec<Reply> {
+    let mut handles = Vec::new();
+    for _ in 0..n {
+        let client = server.client.clone();
+        let url = server.url("/api/me/");
+        let auth = auth.to_owned();
+        handles.push(tokio::spawn(async move {
+            let response = client
+                .get(url)
+                .header("Authorization", auth)
+                .send()
+                .await
+                .expect("request");
+            Reply::read(response).await
+        }));
+    }
+    let mut replies = Vec::new();
+    for h in handles {
+        replies.push(h.await.expect("join"));
+    }
+    replies
+}
