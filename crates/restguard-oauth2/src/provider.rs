@@ -140,6 +140,8 @@ pub struct AuthorizeRequest {
     pub nonce: Option<String>,
     /// OIDC prompt values.
     pub prompt: Vec<String>,
+    /// OIDC `max_age`: a sign-in older than this many seconds must be repeated.
+    pub max_age: Option<u64>,
     /// The request's parameters (for the consent form's hidden inputs).
     pub params: Vec<(String, String)>,
 }
@@ -538,6 +540,17 @@ impl Provider {
                 "state or nonce is too long.",
             )));
         }
+        let max_age = match params.get("max_age") {
+            None => None,
+            Some(v) => match v.parse::<u64>() {
+                Ok(n) => Some(n),
+                Err(_) => {
+                    return Err(redirect_err(OAuthError::invalid_request(
+                        "max_age must be a number of seconds.",
+                    )))
+                }
+            },
+        };
         Ok(AuthorizeRequest {
             application: app,
             redirect_uri,
@@ -547,6 +560,7 @@ impl Provider {
             code_challenge_method: method.to_owned(),
             nonce,
             prompt,
+            max_age,
             params: pairs,
         })
     }
@@ -583,6 +597,17 @@ impl Provider {
             &[("code", &code)],
             request.state.as_deref(),
         ))
+    }
+
+    /// Whether a sign-in at `auth_time` is too old for the request's `max_age` at `now`.
+    pub fn needs_fresh_login(
+        request: &AuthorizeRequest,
+        auth_time: OffsetDateTime,
+        now: OffsetDateTime,
+    ) -> bool {
+        request.max_age.is_some_and(|max| {
+            now - auth_time > time::Duration::seconds(i64::try_from(max).unwrap_or(i64::MAX / 2))
+        })
     }
 
     /// The redirect for `prompt=none` without a session, or a denial.

@@ -670,6 +670,22 @@ async fn authorize_errors_pages_and_redirects() {
     assert_eq!(r.status, 302);
     assert!(location(&r).starts_with("/api-auth/login/?next="), "{r:?}");
     assert!(!location(&r).contains("prompt"));
+    // max_age: a recent sign-in passes, an older one goes back to the sign-in form.
+    let mut fresh = base.clone();
+    fresh.push(("max_age".into(), "3600".into()));
+    assert_eq!(authorize(&server, Some(&browser), &fresh).await.status, 200);
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut stale = base.clone();
+    stale.push(("max_age".into(), "1".into()));
+    let r = authorize(&server, Some(&browser), &stale).await;
+    assert_eq!(r.status, 302, "{r:?}");
+    assert!(location(&r).starts_with("/api-auth/login/?next="), "{r:?}");
+    assert!(!location(&r).contains("max_age"));
+    let r = authorize(&server, Some(&browser), &with("max_age", Some("soon"))).await;
+    assert_eq!(
+        param(&redirect_params(&r), "error").as_deref(),
+        Some("invalid_request")
+    );
     // A client without the authorization-code grant.
     let mut pairs = with("client_id", Some(&cc.id));
     pairs.retain(|(k, _)| k != "redirect_uri");

@@ -30,7 +30,7 @@ use sqlx::{
     error::ErrorKind,
     migrate::MigrateError,
     postgres::{PgConnectOptions, PgPoolOptions, PgRow},
-    PgConnection, PgPool, Row,
+    ConnectOptions, PgConnection, PgPool, Row,
 };
 use time::OffsetDateTime;
 
@@ -136,7 +136,11 @@ impl PostgresStore {
                 redact_url(url)
             )));
         }
-        let mut connect = PgConnectOptions::from_str(url).map_err(|e| map_err(e, "database"))?;
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| map_err(e, "database"))?
+            // Statement logs would interleave with the CLI's one-line errors.
+            .log_statements(log::LevelFilter::Off)
+            .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
         if !options.statement_timeout.is_zero() {
             connect = connect.options([(
                 "statement_timeout",

@@ -28,7 +28,10 @@ fn runtime() -> tokio::runtime::Runtime {
 
 fn header_parsing(c: &mut Criterion) {
     let (parts, _) = http::Request::builder()
-        .header("authorization", "Token rg_2k6BEELlXcNKO-vj2_1umkRkPiwmg4GnhnAavJnE0iA")
+        .header(
+            "authorization",
+            "Token rg_2k6BEELlXcNKO-vj2_1umkRkPiwmg4GnhnAavJnE0iA",
+        )
         .body(())
         .unwrap()
         .into_parts();
@@ -46,7 +49,9 @@ fn header_parsing(c: &mut Criterion) {
 fn digests(c: &mut Criterion) {
     let digester = SecretDigester::new([7; 32]);
     c.bench_function("token key digest (HMAC-SHA-256)", |b| {
-        b.iter(|| black_box(digester.digest(black_box("rg_2k6BEELlXcNKO-vj2_1umkRkPiwmg4GnhnAavJnE0iA"))))
+        b.iter(|| {
+            black_box(digester.digest(black_box("rg_2k6BEELlXcNKO-vj2_1umkRkPiwmg4GnhnAavJnE0iA")))
+        })
     });
 }
 
@@ -54,7 +59,11 @@ fn token_check(c: &mut Criterion) {
     let rt = runtime();
     let (service, key) = rt.block_on(async {
         let stores = Stores::from_backend(Arc::new(MemoryStore::new()));
-        let user = stores.users.create_user(NewUser::new("bench")).await.unwrap();
+        let user = stores
+            .users
+            .create_user(NewUser::new("bench"))
+            .await
+            .unwrap();
         let service = TokenService::new(
             stores.tokens.clone(),
             SecretDigester::new([7; 32]),
@@ -75,7 +84,11 @@ fn jwt_check(c: &mut Criterion) {
     let rt = runtime();
     let (service, access) = rt.block_on(async {
         let stores = Stores::from_backend(Arc::new(MemoryStore::new()));
-        let user = stores.users.create_user(NewUser::new("bench")).await.unwrap();
+        let user = stores
+            .users
+            .create_user(NewUser::new("bench"))
+            .await
+            .unwrap();
         let service = JwtService::new(
             stores.users.clone(),
             stores.jwt.clone(),

@@ -138,10 +138,15 @@ fn query_pairs(uri: &http::Uri) -> Result<Vec<(String, String)>, PageError> {
         .map_err(|_| PageError::BadRequest("The authorization request is malformed.".into()))
 }
 
-/// `/o/authorize/?…` without the given parameters (to come back after signing in).
+/// `/o/authorize/?…` to come back to after signing in (without `prompt=login` / `max_age`).
 fn authorize_path(pairs: &[(String, String)], drop_prompt_login: bool) -> String {
     let mut query = url::form_urlencoded::Serializer::new(String::new());
     for (k, v) in pairs {
+        // After the fresh sign-in, `max_age` is met by construction (and `max_age=0` would
+        // otherwise send the browser round forever).
+        if drop_prompt_login && k == "max_age" {
+            continue;
+        }
         if drop_prompt_login && k == "prompt" {
             let rest: Vec<&str> = v
                 .split(' ')
@@ -255,7 +260,15 @@ pub(crate) async fn authorize_form(
     };
     let visitor = Visitor::load(&state, &headers).await?;
     let prompt = |p: &str| request.prompt.iter().any(|x| x == p);
-    if visitor.session.is_none() || prompt("login") {
+    // OIDC max_age: a sign-in older than that counts as none (prompt=login).
+    let stale = visitor.session.as_ref().is_some_and(|session| {
+        Provider::needs_fresh_login(
+            &request,
+            session.record.created,
+            time::OffsetDateTime::now_utc(),
+        )
+    });
+    if visitor.session.is_none() || prompt("login") || stale {
         if prompt("none") {
             return Ok(redirect(
                 StatusCode::FOUND,
