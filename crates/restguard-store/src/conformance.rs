@@ -4,7 +4,7 @@
 //! [`conformance_suite!`](crate::conformance_suite) macro turns all of them into
 //! `#[tokio::test]`s for one backend:
 //!
-//! ```ignore
+//! ```text
 //! // tests/memory.rs
 //! restguard_store::conformance_suite!(async { restguard_store::memory::MemoryStore::new() });
 //! ```
@@ -13,7 +13,7 @@
 //! directory, a scratch schema), use the `guarded:` form, whose expression yields
 //! `(store, guard)`; the guard is dropped after the test:
 //!
-//! ```ignore
+//! ```text
 //! restguard_store::conformance_suite!(guarded: async {
 //!     let dir = tempfile::TempDir::new().unwrap();
 //!     let store = open_store_in(&dir).await;
