@@ -85,32 +85,8 @@ impl<'a> RequestContext<'a> {
         Some(match (words.next(), words.next()) {
             (None, _) => Credentials::Missing,
             (Some(one), None) => Credentials::One(one),
-            (Some(_), Some(_)) => Credentials::Several,
+            (Some(first), Some(_)) => Credentials::Several(first),
         })
-    }
-
-    /// Splits `Authorization: <keyword> <rest>` when the keyword matches one of `keywords`
-    /// (ASCII case-insensitively when `case_insensitive`). Returns the remainder's
-    /// whitespace-separated parts, DRF's `auth[1:]`.
-    pub fn authorization_parts<K: AsRef<str>>(
-        &self,
-        keywords: &[K],
-        case_insensitive: bool,
-    ) -> Option<Vec<&'a [u8]>> {
-        let value = self.authorization?.as_bytes();
-        let mut words = value
-            .split(|b| b.is_ascii_whitespace())
-            .filter(|w| !w.is_empty());
-        let keyword = words.next()?;
-        let matches = keywords.iter().any(|k| {
-            let k = k.as_ref();
-            if case_insensitive {
-                k.as_bytes().eq_ignore_ascii_case(keyword)
-            } else {
-                k.as_bytes() == keyword
-            }
-        });
-        matches.then(|| words.collect())
     }
 }
 
@@ -121,8 +97,8 @@ pub enum Credentials<'a> {
     Missing,
     /// Exactly one word.
     One(&'a [u8]),
-    /// More than one word.
-    Several,
+    /// More than one word (the first one given).
+    Several(&'a [u8]),
 }
 
 /// One authenticator's answer (DRF's three outcomes).

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use http::HeaderValue;
 use restguard_core::{
-    authenticator::{Authenticator, Outcome, RequestContext},
+    authenticator::{Authenticator, Credentials, Outcome, RequestContext},
     identity::{AuthInfo, Identity, Scheme},
     store::StoreError,
     AuthError, Rejection,
@@ -51,16 +51,15 @@ impl Authenticator for OAuth2Bearer {
     }
 
     async fn authenticate(&self, request: &RequestContext<'_>) -> Result<Outcome, StoreError> {
-        let Some(parts) = request.authorization_parts(&["Bearer"], false) else {
-            return Ok(Outcome::Abstain);
-        };
-        let Some(first) = parts.first() else {
-            return Ok(Outcome::Abstain);
+        let (first, single) = match request.credentials(&["Bearer"], false) {
+            None | Some(Credentials::Missing) => return Ok(Outcome::Abstain),
+            Some(Credentials::One(token)) => (token, true),
+            Some(Credentials::Several(first)) => (first, false),
         };
         if !first.starts_with(ACCESS_TOKEN_PREFIX.as_bytes()) {
             return Ok(Outcome::Abstain);
         }
-        if parts.len() != 1 {
+        if !single {
             return Ok(rejected("The access token is invalid."));
         }
         let Ok(token) = std::str::from_utf8(first) else {

@@ -95,7 +95,7 @@ impl Authenticator for Basic {
             Some(Credentials::Missing) => {
                 return Ok(failed("Invalid basic header. No credentials provided."))
             }
-            Some(Credentials::Several) => {
+            Some(Credentials::Several(_)) => {
                 return Ok(failed(
                     "Invalid basic header. Credentials string should not contain spaces.",
                 ))

@@ -343,7 +343,7 @@ impl Authenticator for TokenAuth {
             Some(Credentials::Missing) => {
                 return Ok(failed("Invalid token header. No credentials provided."))
             }
-            Some(Credentials::Several) => {
+            Some(Credentials::Several(_)) => {
                 return Ok(failed(
                     "Invalid token header. Token string should not contain spaces.",
                 ))
