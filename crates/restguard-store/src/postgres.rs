@@ -212,6 +212,34 @@ fn transient_sqlstate(code: &str) -> bool {
         || matches!(code, "57014" | "40001" | "40P01")
 }
 
+impl PostgresStore {
+    /// Runs `update` (a change of the user's credentials: password, deactivation) and, in the
+    /// same transaction, revokes every API token of the user (CONTRACT §10). `false`, with
+    /// nothing written, when the user does not exist.
+    async fn update_and_revoke_tokens(
+        &self,
+        update: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        id: UserId,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
+        let updated = update
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "user"))?;
+        Ok(true)
+    }
+}
+
 /// The one mapping from `sqlx` errors to [`StoreError`]; `entity` names what a uniqueness
 /// violation conflicts on (`"user"`, `"token"`).
 fn map_err(e: sqlx::Error, entity: &'static str) -> StoreError {
@@ -479,27 +507,16 @@ impl UserStore for PostgresStore {
         hash: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
-        let updated = sqlx::query(
-            "UPDATE users SET password = $1, credentials_changed_at = $2 WHERE id = $3",
+        self.update_and_revoke_tokens(
+            sqlx::query(
+                "UPDATE users SET password = $1, credentials_changed_at = $2 WHERE id = $3",
+            )
+            .bind(hash)
+            .bind(to_micros(at))
+            .bind(id.0),
+            id,
         )
-        .bind(hash)
-        .bind(to_micros(at))
-        .bind(id.0)
-        .execute(&mut *tx)
         .await
-        .map_err(|e| map_err(e, "user"))?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "token"))?;
-        tx.commit().await.map_err(|e| map_err(e, "user"))?;
-        Ok(true)
     }
 
     async fn upgrade_password_hash(
@@ -534,26 +551,15 @@ impl UserStore for PostgresStore {
                 .rows_affected();
             return Ok(updated > 0);
         }
-        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "user"))?;
-        let updated = sqlx::query(
-            "UPDATE users SET is_active = FALSE, credentials_changed_at = $1 WHERE id = $2",
+        self.update_and_revoke_tokens(
+            sqlx::query(
+                "UPDATE users SET is_active = FALSE, credentials_changed_at = $1 WHERE id = $2",
+            )
+            .bind(to_micros(at))
+            .bind(id.0),
+            id,
         )
-        .bind(to_micros(at))
-        .bind(id.0)
-        .execute(&mut *tx)
         .await
-        .map_err(|e| map_err(e, "user"))?
-        .rows_affected();
-        if updated == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM api_tokens WHERE user_id = $1")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "token"))?;
-        tx.commit().await.map_err(|e| map_err(e, "user"))?;
-        Ok(true)
     }
 
     async fn set_roles(

@@ -164,6 +164,34 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Runs `update` (a change of the user's credentials: password, deactivation) and, in the
+    /// same transaction, revokes every API token of the user (CONTRACT §10). `false`, with
+    /// nothing written, when the user does not exist.
+    async fn update_and_revoke_tokens<'q>(
+        &self,
+        update: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+        id: UserId,
+    ) -> Result<bool, StoreError> {
+        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
+        let updated = update
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "user"))?
+            .rows_affected();
+        if updated == 0 {
+            return Ok(false);
+        }
+        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
+            .bind(id.0)
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "user"))?;
+        Ok(true)
+    }
+}
+
 /// The one mapping from `sqlx` errors to [`StoreError`]; `entity` names what a uniqueness
 /// violation conflicts on (`"user"`, `"token"`).
 fn map_err(e: sqlx::Error, entity: &'static str) -> StoreError {
@@ -414,26 +442,14 @@ impl UserStore for SqliteStore {
         hash: &str,
         at: OffsetDateTime,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
-        let updated =
+        self.update_and_revoke_tokens(
             sqlx::query("UPDATE users SET password = ?, credentials_changed_at = ? WHERE id = ?")
                 .bind(hash)
                 .bind(to_micros(at))
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_err(e, "user"))?
-                .rows_affected();
-        if updated == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "token"))?;
-        tx.commit().await.map_err(|e| map_err(e, "user"))?;
-        Ok(true)
+                .bind(id.0),
+            id,
+        )
+        .await
     }
 
     async fn upgrade_password_hash(
@@ -468,25 +484,15 @@ impl UserStore for SqliteStore {
                 .rows_affected();
             return Ok(updated > 0);
         }
-        let mut tx = self.writer.begin().await.map_err(|e| map_err(e, "user"))?;
-        let updated =
-            sqlx::query("UPDATE users SET is_active = 0, credentials_changed_at = ? WHERE id = ?")
-                .bind(to_micros(at))
-                .bind(id.0)
-                .execute(&mut *tx)
-                .await
-                .map_err(|e| map_err(e, "user"))?
-                .rows_affected();
-        if updated == 0 {
-            return Ok(false);
-        }
-        sqlx::query("DELETE FROM api_tokens WHERE user_id = ?")
-            .bind(id.0)
-            .execute(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "token"))?;
-        tx.commit().await.map_err(|e| map_err(e, "user"))?;
-        Ok(true)
+        self.update_and_revoke_tokens(
+            sqlx::query(
+                "UPDATE users SET is_active = FALSE, credentials_changed_at = ? WHERE id = ?",
+            )
+            .bind(to_micros(at))
+            .bind(id.0),
+            id,
+        )
+        .await
     }
 
     async fn set_roles(
