@@ -6,7 +6,7 @@ use base64::{engine::general_purpose::URL_SAFE_NO_PAD, Engine};
 use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use restguard::{
-    digest::{random_secret, SecretDigester},
+    digest::{ordered_id, ordered_secret, random_secret, SecretDigester},
     jwt::{ClaimsSigner, JwtAlgorithm, KeyError},
     password::{Login, PasswordAuth},
 };
@@ -572,7 +572,7 @@ impl Provider {
         user: &User,
         auth_time: OffsetDateTime,
     ) -> Result<String, OAuthError> {
-        let code = random_secret(CODE_PREFIX);
+        let code = ordered_secret(CODE_PREFIX);
         let created = now();
         self.inner
             .oauth
@@ -676,7 +676,7 @@ impl Provider {
             GRANT_AUTHORIZATION_CODE => self.grant_code(&app, &params).await,
             GRANT_CLIENT_CREDENTIALS => {
                 let scopes = self.resolve_scopes(&app, params.get("scope"))?;
-                self.issue(&app, None, scopes, FamilyId(random_secret("")), false, None)
+                self.issue(&app, None, scopes, FamilyId(ordered_id()), false, None)
                     .await
             }
             GRANT_REFRESH_TOKEN => self.grant_refresh(&app, &params).await,
@@ -740,7 +740,7 @@ impl Provider {
             .ok_or_else(bad)?;
         // The tokens are stored with the code's use, in one transaction: a replay racing this
         // exchange revokes them for sure.
-        let family = FamilyId(random_secret(""));
+        let family = FamilyId(ordered_id());
         let scopes = stored.scopes.clone();
         let (access, access_record) =
             self.new_token(OAuthTokenKind::Access, app, Some(&user), &scopes, &family);
@@ -888,15 +888,8 @@ impl Provider {
             Login::Throttled(wait) => return Err(OAuthError::throttled(wait)),
         };
         let scopes = self.resolve_scopes(app, params.get("scope"))?;
-        self.issue(
-            app,
-            Some(&user),
-            scopes,
-            FamilyId(random_secret("")),
-            true,
-            None,
-        )
-        .await
+        self.issue(app, Some(&user), scopes, FamilyId(ordered_id()), true, None)
+            .await
     }
 
     fn new_token(
@@ -917,7 +910,7 @@ impl Provider {
                 self.inner.settings.refresh_token_lifetime,
             ),
         };
-        let secret = random_secret(prefix);
+        let secret = ordered_secret(prefix);
         let created = now();
         let record = NewOAuthToken {
             kind,

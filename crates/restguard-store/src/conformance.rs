@@ -132,6 +132,7 @@ macro_rules! conformance_suite {
             oauth_code_consumed_once,
             oauth_code_consume_concurrent_exactly_one,
             oauth_tokens_lookup_and_revoke,
+            oauth_concurrent_grants_fail_alone,
             oauth_rotate_refresh_once,
             oauth_rotate_refresh_concurrent_exactly_one,
             oauth_authorized_applications_and_revoke,
@@ -1662,6 +1663,66 @@ pub async fn oauth_tokens_lookup_and_revoke<S: Backend>(store: Arc<S>) -> Result
     );
     let (r, _) = store.oauth_token_by_digest(&digest(2)).await?.expect("t2");
     assert_eq!(r.revoked_at, Some(at(30)));
+    Ok(())
+}
+
+/// Many grants stored at once (a backend may write them in one transaction): each is stored,
+/// and a grant whose digest collides fails alone, writing nothing of its own.
+pub async fn oauth_concurrent_grants_fail_alone<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let app = store.create_application(new_app("c")).await?;
+    store
+        .create_oauth_tokens(vec![new_oauth_token(
+            OAuthTokenKind::Access,
+            1,
+            app.id,
+            None,
+            "f1",
+        )])
+        .await?;
+    let mut tasks = Vec::new();
+    for n in 1..=64u8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            // Grant `n` stores an access token `n + 100` and, for n = 1, the colliding `1`.
+            let mut tokens = vec![new_oauth_token(
+                OAuthTokenKind::Access,
+                n + 100,
+                app.id,
+                None,
+                &format!("g{n}"),
+            )];
+            if n == 1 {
+                tokens.push(new_oauth_token(
+                    OAuthTokenKind::Access,
+                    1,
+                    app.id,
+                    None,
+                    "g1",
+                ));
+            }
+            store.create_oauth_tokens(tokens).await
+        }));
+    }
+    for (i, task) in tasks.into_iter().enumerate() {
+        let n = u8::try_from(i + 1).expect("small");
+        let result = task.await.expect("task");
+        if n == 1 {
+            assert!(
+                matches!(result, Err(StoreError::Conflict(_))),
+                "got {result:?}"
+            );
+            assert!(store.oauth_token_by_digest(&digest(101)).await?.is_none());
+        } else {
+            result?;
+            let (token, _) = store
+                .oauth_token_by_digest(&digest(n + 100))
+                .await?
+                .expect("stored");
+            assert_eq!(token.family, FamilyId(format!("g{n}")));
+        }
+    }
     Ok(())
 }
 

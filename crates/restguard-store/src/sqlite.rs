@@ -28,8 +28,8 @@ use time::OffsetDateTime;
 
 use crate::timestamp::{from_micros, to_micros, truncate};
 
+mod group_commit;
 mod oauth;
-mod refresh_batch;
 
 /// How long a statement waits for another connection's write lock.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -69,7 +69,7 @@ pub struct SqliteStore {
     /// refresh fast under concurrency.
     writer: SqlitePool,
     /// Group commit for refresh-token writes (absent outside a tokio runtime).
-    refresh_batcher: Option<refresh_batch::RefreshBatcher>,
+    group_commit: Option<group_commit::GroupCommit>,
 }
 
 impl SqliteStore {
@@ -130,18 +130,18 @@ impl SqliteStore {
                 .await
                 .map_err(|e| map_err(e, "database"))?
         };
-        let refresh_batcher = refresh_batch::RefreshBatcher::start(writer.clone());
+        let group_commit = group_commit::GroupCommit::start(writer.clone());
         Ok(Self {
             pool,
             writer,
-            refresh_batcher,
+            group_commit,
         })
     }
 
     /// Wraps an existing pool (its connections should enable foreign keys).
     pub fn from_pool(pool: SqlitePool) -> Self {
         Self {
-            refresh_batcher: refresh_batch::RefreshBatcher::start(pool.clone()),
+            group_commit: group_commit::GroupCommit::start(pool.clone()),
             writer: pool.clone(),
             pool,
         }
@@ -738,7 +738,7 @@ impl JwtStore for SqliteStore {
         parent: &SecretDigest,
         replacement: NewRefreshToken,
     ) -> Result<Option<RefreshToken>, StoreError> {
-        if let Some(batcher) = &self.refresh_batcher {
+        if let Some(batcher) = &self.group_commit {
             return batcher.extend(*parent, replacement).await;
         }
         // One statement: the check and the insert cannot be separated by another writer.
@@ -778,7 +778,7 @@ impl JwtStore for SqliteStore {
         replacement: Option<NewRefreshToken>,
         at: OffsetDateTime,
     ) -> Result<RefreshUse, StoreError> {
-        if let Some(batcher) = &self.refresh_batcher {
+        if let Some(batcher) = &self.group_commit {
             if let Some((old, new)) = batcher.consume(*jti, replacement, at).await? {
                 return Ok(RefreshUse::Consumed(old, new));
             }

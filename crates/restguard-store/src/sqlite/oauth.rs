@@ -108,10 +108,14 @@ fn oauth_token_at(row: &SqliteRow, i: usize) -> Result<OAuthToken, StoreError> {
 }
 
 /// Inserts `tokens` with one multi-row statement (atomic on its own: all or nothing).
-async fn insert_tokens<'c, E>(executor: E, tokens: &[NewOAuthToken]) -> Result<(), StoreError>
+pub(super) async fn insert_tokens<'c, 't, E>(
+    executor: E,
+    tokens: impl IntoIterator<Item = &'t NewOAuthToken>,
+) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
+    let tokens: Vec<&NewOAuthToken> = tokens.into_iter().collect();
     if tokens.is_empty() {
         return Ok(());
     }
@@ -331,7 +335,10 @@ impl OAuthStore for SqliteStore {
     }
 
     async fn create_oauth_tokens(&self, tokens: Vec<NewOAuthToken>) -> Result<(), StoreError> {
-        insert_tokens(&self.writer, &tokens).await
+        match &self.group_commit {
+            Some(batcher) => batcher.insert_oauth_tokens(tokens).await,
+            None => insert_tokens(&self.writer, &tokens).await,
+        }
     }
 
     async fn oauth_token_by_digest(

@@ -18,7 +18,7 @@ use super::{
     keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, KEY_RELOAD_INTERVAL},
     JwtError, TokenProblem, TokenType,
 };
-use crate::digest::{random_bytes, SecretDigester};
+use crate::digest::{ordered_id, SecretDigester, LOCATOR_LEN};
 
 /// JWT settings (Simple JWT's `SIMPLE_JWT` dict, CONTRACT §9).
 #[derive(Clone)]
@@ -175,12 +175,25 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
+/// A `jti` (32 hex, as Simple JWT's `uuid4().hex`): a UUIDv7, whose time-ordered front
+/// becomes the front of its stored digest (see [`SecretDigester`]).
 fn new_jti() -> String {
-    let mut s = String::with_capacity(32);
-    for b in random_bytes::<16>() {
-        s.push_str(&format!("{b:02x}"));
+    ordered_id()
+}
+
+/// The time-ordered front of a `jti` made by [`new_jti`]; `None` for other `jti`s (tokens
+/// minted elsewhere, or before `jti`s were UUIDv7), whose digests stay plain.
+fn jti_locator(jti: &str) -> Option<[u8; LOCATOR_LEN]> {
+    if jti.len() != 32 {
+        return None;
     }
-    s
+    let id = uuid::Uuid::try_parse(jti).ok()?;
+    if id.get_version_num() != 7 {
+        return None;
+    }
+    let mut locator = [0u8; LOCATOR_LEN];
+    locator.copy_from_slice(&id.as_bytes()[..LOCATOR_LEN]);
+    Some(locator)
 }
 
 fn secs(d: Duration) -> i64 {
@@ -280,7 +293,7 @@ impl JwtService {
     }
 
     fn digest(&self, jti: &str) -> SecretDigest {
-        self.inner.digester.digest(jti)
+        self.inner.digester.digest_located(jti_locator(jti), jti)
     }
 
     // ----- issuing -----

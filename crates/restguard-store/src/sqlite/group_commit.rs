@@ -1,16 +1,20 @@
-//! Group commit for refresh-token writes.
+//! Group commit for the writes that come at the rate tokens are issued.
 //!
-//! A token refresh is a write, and on SQLite every write statement costs a hop to the
-//! connection's worker thread and a WAL commit. Refreshes that arrive while the writer is busy
-//! are therefore queued and written together: one transaction, one `UPDATE … RETURNING` for
-//! all consumptions, one multi-row `INSERT` for their replacements, one `INSERT … SELECT` for
-//! family extensions. Each caller still gets exactly its own answer, and the decision stays a
-//! conditional write (never check-then-act): of several consumptions of one token in a batch,
-//! only the first is reported as the winner.
+//! A token refresh or an OAuth2 token grant is a write, and on SQLite every write statement
+//! costs a hop to the connection's worker thread and a WAL commit (every page the transaction
+//! touched, written again). Such writes that arrive while the writer is busy are therefore
+//! queued and written together: one transaction, one `UPDATE … RETURNING` for all refresh
+//! consumptions, one multi-row `INSERT` for their replacements, one `INSERT … SELECT` for
+//! family extensions, one multi-row `INSERT` for OAuth2 tokens. Each caller still gets exactly
+//! its own answer, and the decision stays a conditional write (never check-then-act): of
+//! several consumptions of one token in a batch, only the first is reported as the winner.
 
 use std::collections::HashMap;
 
-use restguard_core::store::{NewRefreshToken, RefreshToken, SecretDigest, StoreError};
+use restguard_core::{
+    oauth_store::NewOAuthToken,
+    store::{NewRefreshToken, RefreshToken, SecretDigest, StoreError},
+};
 use sqlx::SqlitePool;
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
@@ -18,7 +22,8 @@ use tokio::sync::{mpsc, oneshot};
 use super::{map_err, refresh_at, REFRESH_COLUMNS};
 use crate::timestamp::to_micros;
 
-/// Most jobs written in one transaction (5 bound parameters each at most).
+/// Most jobs written in one transaction (at most 16 bound parameters each: an OAuth2 access
+/// and refresh token, 8 each; SQLite allows 32 766 in one statement).
 const MAX_BATCH: usize = 128;
 
 /// What a consumption produced: the consumed record and the stored replacement.
@@ -36,17 +41,21 @@ enum Job {
         replacement: NewRefreshToken,
         reply: oneshot::Sender<Result<Option<RefreshToken>, StoreError>>,
     },
+    InsertOAuthTokens {
+        tokens: Vec<NewOAuthToken>,
+        reply: oneshot::Sender<Result<(), StoreError>>,
+    },
 }
 
 /// A handle to the batching task; cheap to clone. The task ends when the last handle is
 /// dropped.
 #[derive(Debug, Clone)]
-pub(super) struct RefreshBatcher {
+pub(super) struct GroupCommit {
     jobs: mpsc::UnboundedSender<Job>,
 }
 
 fn closed() -> StoreError {
-    StoreError::unavailable(std::io::Error::other("refresh writer stopped"))
+    StoreError::unavailable(std::io::Error::other("SQLite group-commit writer stopped"))
 }
 
 /// A copy of a batch's error for each of its callers (`StoreError` is not `Clone`).
@@ -61,7 +70,7 @@ fn copy_error(e: &StoreError) -> StoreError {
     }
 }
 
-impl RefreshBatcher {
+impl GroupCommit {
     /// Starts the batching task on the current tokio runtime; `None` outside a runtime.
     pub(super) fn start(writer: SqlitePool) -> Option<Self> {
         let runtime = tokio::runtime::Handle::try_current().ok()?;
@@ -106,6 +115,18 @@ impl RefreshBatcher {
             .map_err(|_| closed())?;
         answer.await.map_err(|_| closed())?
     }
+
+    /// Stores new OAuth2 tokens (all of one call or none).
+    pub(super) async fn insert_oauth_tokens(
+        &self,
+        tokens: Vec<NewOAuthToken>,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs
+            .send(Job::InsertOAuthTokens { tokens, reply })
+            .map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
 }
 
 async fn run(writer: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Job>) {
@@ -119,17 +140,33 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Job>) {
         }
         match write_batch(&writer, &batch).await {
             Ok(outcome) => outcome.deliver(batch),
-            Err(e) => {
+            // The batch rolled back as a whole; written one by one, only the job at fault (a
+            // digest collision, say) fails, and an outage fails each with its own error.
+            Err(e) if batch.len() == 1 => fail(batch, &e),
+            Err(_) => {
                 for job in batch {
-                    match job {
-                        Job::Consume { reply, .. } => {
-                            let _ = reply.send(Err(copy_error(&e)));
-                        }
-                        Job::Extend { reply, .. } => {
-                            let _ = reply.send(Err(copy_error(&e)));
-                        }
+                    let alone = [job];
+                    match write_batch(&writer, &alone).await {
+                        Ok(outcome) => outcome.deliver(Vec::from(alone)),
+                        Err(e) => fail(Vec::from(alone), &e),
                     }
                 }
+            }
+        }
+    }
+}
+
+fn fail(batch: Vec<Job>, e: &StoreError) {
+    for job in batch {
+        match job {
+            Job::Consume { reply, .. } => {
+                let _ = reply.send(Err(copy_error(e)));
+            }
+            Job::Extend { reply, .. } => {
+                let _ = reply.send(Err(copy_error(e)));
+            }
+            Job::InsertOAuthTokens { reply, .. } => {
+                let _ = reply.send(Err(copy_error(e)));
             }
         }
     }
@@ -151,6 +188,9 @@ impl Outcome {
                 }
                 Job::Extend { reply, .. } => {
                     let _ = reply.send(Ok(self.extended.remove(&index)));
+                }
+                Job::InsertOAuthTokens { reply, .. } => {
+                    let _ = reply.send(Ok(()));
                 }
             }
         }
@@ -191,7 +231,7 @@ async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, Stor
         for (jti, index) in &claims {
             let at = match &batch[*index] {
                 Job::Consume { at, .. } => *at,
-                Job::Extend { .. } => OffsetDateTime::now_utc(),
+                Job::Extend { .. } | Job::InsertOAuthTokens { .. } => OffsetDateTime::now_utc(),
             };
             query = query.bind(jti.0.to_vec()).bind(to_micros(at));
         }
@@ -267,7 +307,7 @@ async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, Stor
                 replacement,
                 ..
             } => Some((index, parent, replacement)),
-            Job::Consume { .. } => None,
+            Job::Consume { .. } | Job::InsertOAuthTokens { .. } => None,
         })
         .collect();
     if !extends.is_empty() {
@@ -304,6 +344,12 @@ async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, Stor
             }
         }
     }
+
+    let oauth_tokens = batch.iter().flat_map(|job| match job {
+        Job::InsertOAuthTokens { tokens, .. } => tokens.as_slice(),
+        _ => &[],
+    });
+    super::oauth::insert_tokens(&mut *tx, oauth_tokens).await?;
 
     tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
     Ok(outcome)
