@@ -68,6 +68,10 @@ enum KeysCommand {
     },
     /// List the stored JWT signing keys (tab-separated: kid, algorithm, created, status).
     List,
+    /// Delete every retired signing key now, of every algorithm, instead of when its tokens
+    /// have expired: after `keys rotate`, when a previous key may have leaked. Tokens and
+    /// id_tokens signed with them stop verifying on every running server within a second.
+    PurgeRetired,
 }
 
 #[derive(Debug, Subcommand)]
@@ -314,7 +318,17 @@ async fn keys_command(
                 "new {algorithm} signing key {}; previous keys verify for another {} s; running servers switch within {} s",
                 key.kid,
                 settings.verify_window().as_secs(),
-                KEY_RELOAD_SECONDS,
+                KEY_POLL_SECONDS,
+            );
+        }
+        KeysCommand::PurgeRetired => {
+            let deleted = stores
+                .signing_keys
+                .delete_retired_signing_keys(OffsetDateTime::now_utc())
+                .await
+                .map_err(store_problem)?;
+            eprintln!(
+                "deleted {deleted} retired signing keys; running servers stop accepting their tokens within {KEY_POLL_SECONDS} s"
             );
         }
         KeysCommand::List => {
@@ -360,7 +374,7 @@ async fn keys_command(
 }
 
 /// How often running servers re-read the signing keys.
-const KEY_RELOAD_SECONDS: u64 = 30;
+const KEY_POLL_SECONDS: u64 = 1;
 
 async fn user_command(stores: &Stores, command: UserCommand) -> anyhow::Result<()> {
     let now = OffsetDateTime::now_utc();

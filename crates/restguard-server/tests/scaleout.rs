@@ -177,15 +177,7 @@ async fn two_instances_share_state() {
     .await;
 
     // Refresh-token reuse is detected across instances: rotate on A, replay on B.
-    let pair = a
-        .request(
-            Method::POST,
-            "/api/token/",
-            None,
-            Body::Json(json!({"username": "bob", "password": "pw-bob-12345"})),
-        )
-        .await;
-    assert_eq!(pair.status, 200, "{pair:?}");
+    let pair = obtain_pair(&a, "bob", "pw-bob-12345").await;
     let r0 = pair.json["refresh"].as_str().expect("refresh").to_owned();
     let rotated = a
         .request(
@@ -241,6 +233,164 @@ async fn two_instances_share_state() {
             && browser.me(&b).await.status != 200
     })
     .await;
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine as _;
+    let header = jwt.split('.').next().expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url header");
+    let header: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON header");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+/// `POST /api/token/` on `server`: 200 and its body (`refresh`, `access`).
+async fn obtain_pair(server: &Server, username: &str, password: &str) -> Reply {
+    let pair = server
+        .request(
+            Method::POST,
+            "/api/token/",
+            None,
+            Body::Json(json!({"username": username, "password": password})),
+        )
+        .await;
+    assert_eq!(pair.status, 200, "{pair:?}");
+    pair
+}
+
+/// `POST /api/token/refresh/` on `server`: the new (access, refresh).
+async fn refresh(server: &Server, refresh: &str) -> (String, String) {
+    let reply = server
+        .request(
+            Method::POST,
+            "/api/token/refresh/",
+            None,
+            Body::Json(json!({ "refresh": refresh })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    (
+        reply.json["access"].as_str().expect("access").to_owned(),
+        reply.json["refresh"].as_str().expect("refresh").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_reaches_every_instance_within_a_second() {
+    let Some(schema) = scratch("key_rotation_reaches_every_instance").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    let a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[]);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    let pair = obtain_pair(&a, "alice", "pw-alice-123").await;
+    let old_access = pair.json["access"].as_str().expect("access").to_owned();
+    let mut a_refresh = pair.json["refresh"].as_str().expect("refresh").to_owned();
+    let old_kid = kid_of(&old_access);
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(
+        b.get("/api/me/", Some(&bearer(&old_access))).await.status,
+        200
+    );
+    // Two refresh families, each carried on by one instance (A's token refreshed on B first).
+    let (_, mut b_refresh) = refresh(&b, &a_refresh).await;
+    let second = obtain_pair(&b, "alice", "pw-alice-123").await;
+    a_refresh = second.json["refresh"].as_str().expect("refresh").to_owned();
+
+    // `restguard keys rotate` against the shared database, while both serve.
+    let rotated = cli(a.dir(), &url, &["keys", "rotate"], None);
+    rotated.assert_ok();
+    let new_kid = rotated.stdout.trim_end().to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(rotated.stderr.contains("within 1 s"), "{rotated:?}");
+
+    // Both instances sign with the new key within about a second, without a request naming
+    // it (the background poll).
+    let started = Instant::now();
+    loop {
+        let (a_access, next) = refresh(&a, &a_refresh).await;
+        a_refresh = next;
+        let (b_access, next) = refresh(&b, &b_refresh).await;
+        b_refresh = next;
+        if kid_of(&a_access) == new_kid && kid_of(&b_access) == new_kid {
+            break;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "A and B do not sign with the rotated key after {PROPAGATION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("key rotation reached A and B after {:?}", started.elapsed());
+    // A token signed by A with the new key verifies on B, and the reverse.
+    let (_, next) = refresh(&b, &a_refresh).await;
+    a_refresh = next;
+    let (_, _) = refresh(&a, &a_refresh).await;
+    let pair = obtain_pair(&a, "alice", "pw-alice-123").await;
+    let new_access = pair.json["access"].as_str().expect("access").to_owned();
+    assert_eq!(kid_of(&new_access), new_kid);
+    let me = b.get("/api/me/", Some(&bearer(&new_access))).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.json["auth"]["scheme"], "jwt");
+    // The retired key keeps verifying on both (its tokens are still alive).
+    for server in [&a, &b] {
+        assert_eq!(
+            server
+                .get("/api/me/", Some(&bearer(&old_access)))
+                .await
+                .status,
+            200
+        );
+    }
+    let listed = cli(a.dir(), &url, &["keys", "list"], None);
+    listed.assert_ok();
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&old_kid) && l.contains("verifying until")),
+        "{listed:?}"
+    );
+
+    // A leaked key: `keys purge-retired`. Its tokens are refused by both within about a
+    // second, although both had verified (and cached) this one; the new key's still work.
+    let purged = cli(a.dir(), &url, &["keys", "purge-retired"], None);
+    purged.assert_ok();
+    assert!(
+        purged.stderr.contains("deleted 1 retired signing keys"),
+        "{purged:?}"
+    );
+    within(PROPAGATION, "the purge reaches A and B", || async {
+        a.get("/api/me/", Some(&bearer(&old_access))).await.status == 401
+            && b.get("/api/me/", Some(&bearer(&old_access))).await.status == 401
+    })
+    .await;
+    let refused = b.get("/api/me/", Some(&bearer(&old_access))).await;
+    refused.assert(
+        401,
+        Some("Token"),
+        &json!({
+            "detail": "Given token not valid for any token type",
+            "code": "token_not_valid",
+            "messages": [{
+                "token_class": "AccessToken",
+                "token_type": "access",
+                "message": "Token is invalid",
+            }],
+        }),
+    );
+    for server in [&a, &b] {
+        assert_eq!(
+            server
+                .get("/api/me/", Some(&bearer(&new_access)))
+                .await
+                .status,
+            200
+        );
+    }
 }
 
 /// `host:port` of a `postgres://[user@]host[:port]/…` URL.

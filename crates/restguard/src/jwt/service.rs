@@ -15,7 +15,7 @@ use time::OffsetDateTime;
 
 use super::{
     codec::{self, Expect, KeyLookup, Verified},
-    keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, KEY_RELOAD_INTERVAL},
+    keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, ROTATION_MARGIN},
     JwtError, TokenProblem, TokenType,
 };
 use crate::digest::{random_bytes, SecretDigester};
@@ -95,13 +95,13 @@ impl std::fmt::Debug for JwtSettings {
 
 impl JwtSettings {
     /// How long a retired key keeps verifying: the longest token lifetime, plus leeway, plus
-    /// the time other instances may take to notice the rotation.
+    /// a minute for instances that signed with it just after the rotation and for clock skew.
     pub fn verify_window(&self) -> Duration {
         self.access_token_lifetime
             .max(self.refresh_token_lifetime)
             .max(self.sliding_token_refresh_lifetime)
             + self.leeway
-            + 2 * KEY_RELOAD_INTERVAL
+            + ROTATION_MARGIN
     }
 }
 
@@ -146,10 +146,11 @@ struct Inner {
     /// Sliding-token `jti` digests known not to be blacklisted.
     not_blacklisted: moka::sync::Cache<SecretDigest, ()>,
     /// Access and sliding tokens whose signature and claims already checked out, by the
-    /// exact token text: a client presents the same access token for minutes, and
-    /// asymmetric verification costs tens of microseconds. Time claims are re-checked on
-    /// every hit; user checks are never cached here.
-    verified: moka::sync::Cache<String, Arc<Verified>>,
+    /// exact token text, with the key ring's generation at the time: a client presents the
+    /// same access token for minutes, and asymmetric verification costs tens of
+    /// microseconds. Time claims are re-checked on every hit, and the signature again once a
+    /// key has stopped verifying (the generation moved); user checks are never cached here.
+    verified: moka::sync::Cache<String, (Arc<Verified>, u64)>,
 }
 
 /// How long a verified token is remembered (its `exp` is still checked on every use).
@@ -225,7 +226,7 @@ impl JwtService {
                 verify_window: settings.verify_window(),
             },
         };
-        let keys = Arc::new(KeyRing::new(source).await?);
+        let keys = KeyRing::start(source).await?;
         let ttl = settings.user_cache_ttl;
         let capacity = if ttl.is_zero() { 0 } else { 100_000 };
         let ttl = ttl.max(Duration::from_millis(1));
@@ -260,11 +261,12 @@ impl JwtService {
     /// The JWKS document: every verification key for asymmetric algorithms, `{"keys": []}`
     /// for HMAC (secrets are never published).
     pub fn jwks(&self) -> Value {
-        self.inner.keys.maybe_reload_in_background();
         self.inner.keys.current().jwks.clone()
     }
 
-    /// Re-reads the signing keys from the store now (after `restguard keys rotate`).
+    /// Re-reads the signing keys from the store now (every running service also does so on
+    /// its own once a second, so another process's `restguard keys rotate` is in use here
+    /// within about a second).
     pub async fn reload_keys(&self) -> Result<(), KeyError> {
         self.inner.keys.reload().await
     }
@@ -396,7 +398,6 @@ impl JwtService {
     /// Verifies signature and claims, expecting one of `types`.
     async fn decode(&self, token: &str, types: &[TokenType]) -> Result<Verified, TokenProblem> {
         let ring = &self.inner.keys;
-        ring.maybe_reload_in_background();
         let settings = &self.inner.settings;
         let expect = Expect {
             types,
@@ -453,8 +454,14 @@ impl JwtService {
 
     /// The identity for a request bearing an access (or sliding) token.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, (TokenType, JwtError)> {
-        let verified = match self.inner.verified.get(token) {
-            Some(hit) => {
+        let generation = self.inner.keys.generation();
+        let verified = match self
+            .inner
+            .verified
+            .get(token)
+            .filter(|(_, checked_at)| *checked_at == generation)
+        {
+            Some((hit, _)) => {
                 let now_s = now().unix_timestamp();
                 if hit.exp <= now_s.saturating_sub(secs(self.inner.settings.leeway)) {
                     self.inner.verified.invalidate(token);
@@ -470,7 +477,7 @@ impl JwtService {
                 );
                 self.inner
                     .verified
-                    .insert(token.to_owned(), verified.clone());
+                    .insert(token.to_owned(), (verified.clone(), generation));
                 verified
             }
         };
