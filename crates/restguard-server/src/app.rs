@@ -393,17 +393,27 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         csrf_cookie_secure,
         oauth: oauth_provider,
     }));
-    Ok(router(state, table, config.throttle.num_proxies).layer(
-        axum::middleware::from_fn_with_state(
+    let client_ip = crate::client_ip::ClientIpRule::from_config(
+        &config.server.trusted_proxies,
+        config.throttle.num_proxies,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(
+        router(state, table, client_ip).layer(axum::middleware::from_fn_with_state(
             config.server.request_timeout.0,
             crate::scaleout::deadline,
-        ),
-    ))
+        )),
+    )
 }
 
 /// The HTTP routes.
-pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) -> Router {
+pub(crate) fn router(
+    state: AppState,
+    table: PolicyTable,
+    client_ip: crate::client_ip::ClientIpRule,
+) -> Router {
     let table = Arc::new(table);
+    let client_ip = Arc::new(client_ip);
     let sensitive: [HeaderName; 3] = [
         header::AUTHORIZATION,
         header::COOKIE,
@@ -445,7 +455,7 @@ pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) ->
         .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                forwarded_client_ip(request, next, num_proxies)
+                crate::client_ip::client_ip(client_ip.clone(), request, next)
             },
         ))
         .layer(TraceLayer::new_for_http())
@@ -503,35 +513,6 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
-}
-
-/// DRF's `get_ident` with `NUM_PROXIES`: behind `num_proxies` trusted proxies the client is the
-/// address that many entries from the right of `X-Forwarded-For`; with none, the socket's
-/// peer. A client cannot choose its own IP: entries it adds sit further left.
-async fn forwarded_client_ip(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-    num_proxies: usize,
-) -> axum::response::Response {
-    if num_proxies > 0 {
-        let forwarded = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        if !forwarded.is_empty() {
-            let index = forwarded.len() - num_proxies.min(forwarded.len());
-            if let Ok(ip) = forwarded[index].parse::<std::net::IpAddr>() {
-                request
-                    .extensions_mut()
-                    .insert(restguard_axum::ClientIp(ip));
-            }
-        }
-    }
-    next.run(request).await
 }
 
 /// Session login (CONTRACT §4) and the pages.

@@ -39,6 +39,8 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_grace: Seconds,
     /// Longest a request may take (a store that stopped answering mid-request); past it, 503.
     pub(crate) request_timeout: Seconds,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (networks); empty: none.
+    pub(crate) trusted_proxies: crate::client_ip::Networks,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +51,7 @@ impl Default for ServerConfig {
             body_limit: ByteSize(64 * 1024),
             shutdown_grace: Seconds(Duration::from_secs(10)),
             request_timeout: Seconds(Duration::from_secs(30)),
+            trusted_proxies: crate::client_ip::Networks::default(),
         }
     }
 }
