@@ -64,6 +64,8 @@ pub(crate) struct AppStateInner {
     pub(crate) csrf_cookie_secure: bool,
     /// The OAuth2 / OpenID Connect provider.
     pub(crate) oauth: restguard_oauth2::Provider,
+    /// Who may read `/metrics`.
+    pub(crate) metrics_access: crate::metrics::MetricsAccess,
 }
 
 /// The authenticators a configuration can name.
@@ -392,6 +394,7 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         csrf: Arc::new(csrf),
         csrf_cookie_secure,
         oauth: oauth_provider,
+        metrics_access: config.metrics.access().map_err(anyhow::Error::msg)?,
     }));
     let client_ip = crate::client_ip::ClientIpRule::from_config(
         &config.server.trusted_proxies,
@@ -423,7 +426,7 @@ pub(crate) fn router(
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/auth/verify", axum::routing::any(verify::verify))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", get(crate::metrics::metrics_endpoint))
         .route("/api/ping/", get(health::ping))
         .route("/api/me/", get(me::me))
         .route("/api-token-auth/", post(tokens::obtain))

@@ -29,6 +29,17 @@ impl Networks {
         let ip = canonical(ip);
         self.0.iter().any(|net| net.contains(&ip))
     }
+
+    /// Loopback only (`127.0.0.0/8`, `::1`).
+    pub(crate) fn loopback() -> Self {
+        Self(vec![
+            IpNet::V4(ipnet::Ipv4Net::new_assert(
+                std::net::Ipv4Addr::new(127, 0, 0, 0),
+                8,
+            )),
+            IpNet::from(IpAddr::from(std::net::Ipv6Addr::LOCALHOST)),
+        ])
+    }
 }
 
 fn parse_network(text: &str) -> Result<IpNet, String> {
@@ -286,5 +297,8 @@ mod tests {
             ClientIpRule::from_config(&Networks::default(), 0),
             Ok(ClientIpRule::Peer)
         );
+        assert!(Networks::loopback().contains(ip("127.0.0.1")));
+        assert!(Networks::loopback().contains(ip("::1")));
+        assert!(!Networks::loopback().contains(ip("10.0.0.1")));
     }
 }
