@@ -66,6 +66,8 @@ pub(crate) struct AppStateInner {
     pub(crate) oauth: restguard_oauth2::Provider,
     /// Who may read `/metrics`.
     pub(crate) metrics_access: crate::metrics::MetricsAccess,
+    /// Where changes that make other instances' caches stale are announced (`redis.url`).
+    pub(crate) invalidations: Option<Arc<dyn restguard_core::invalidation::InvalidationBus>>,
 }
 
 /// The authenticators a configuration can name.
@@ -326,7 +328,9 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
     let passwords =
         PasswordAuth::new(stores.users.clone(), hasher).with_login_throttle(login_throttle);
     let digester = restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?;
-    let tokens = TokenService::new(
+    let invalidations =
+        crate::scaleout::invalidation_bus(&config.redis).map_err(anyhow::Error::msg)?;
+    let mut tokens = TokenService::new(
         stores.tokens.clone(),
         digester.clone(),
         config.token.cache_ttl.0,
@@ -354,7 +358,16 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         .csrf
         .cookie_secure
         .unwrap_or(session_settings.cookie_secure);
-    let sessions = SessionService::from_stores(&stores, session_settings).await?;
+    let mut sessions = SessionService::from_stores(&stores, session_settings).await?;
+    // With Redis, revocations reach the other instances' caches at once.
+    let jwt_service = match &invalidations {
+        Some(bus) => {
+            tokens = tokens.with_invalidations(bus.clone());
+            sessions = sessions.with_invalidations(bus.clone());
+            jwt_service.with_invalidations(bus.clone())
+        }
+        None => jwt_service,
+    };
     let oauth_provider = restguard_oauth2::Provider::new(
         &stores,
         restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?,
@@ -395,6 +408,7 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         csrf_cookie_secure,
         oauth: oauth_provider,
         metrics_access: config.metrics.access().map_err(anyhow::Error::msg)?,
+        invalidations,
     }));
     let client_ip = crate::client_ip::ClientIpRule::from_config(
         &config.server.trusted_proxies,

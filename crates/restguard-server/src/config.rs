@@ -228,6 +228,9 @@ pub(crate) struct RedisConfig {
     pub(crate) key_prefix: Text,
     /// Keep browser sessions in Redis instead of the database.
     pub(crate) sessions: bool,
+    /// Announce revocations to the other instances through Redis pub/sub, so their caches
+    /// drop the stale checks at once.
+    pub(crate) invalidations: bool,
 }
 
 impl Default for RedisConfig {
@@ -238,6 +241,7 @@ impl Default for RedisConfig {
             timeout: Seconds(Duration::from_millis(500)),
             key_prefix: Text("restguard:".into()),
             sessions: false,
+            invalidations: true,
         }
     }
 }

@@ -21,7 +21,7 @@ use common::{cli_in, token, Body, CliOutput, Reply, Server};
 use proxy_support::Proxy;
 use reqwest::Method;
 use restguard_store::testing::{
-    service_url, url_with_search_path, ScratchSchema, POSTGRES_URL_VAR,
+    service_url, url_with_search_path, RedisPrefix, ScratchSchema, POSTGRES_URL_VAR, REDIS_URL_VAR,
 };
 use serde_json::json;
 use session_support::{login, PLAIN_HTTP};
@@ -146,18 +146,8 @@ async fn two_instances_share_state() {
     // A token issued on A works on B; revoked on A, B refuses it within the cache lifetime.
     let key = a.obtain_token("alice", "pw-alice-123").await;
     assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
-    let listed = a.token_list(&token(&key)).await;
-    let id = listed[0]["id"].as_i64().expect("token id");
     let other = a.obtain_token("alice", "pw-alice-123").await;
-    let revoked = a
-        .request(
-            Method::DELETE,
-            &format!("/api/tokens/{id}/"),
-            Some(&token(&other)),
-            Body::None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{revoked:?}");
+    revoke_first_token(&a, &key, &other).await;
     let took = within(PROPAGATION, "token revocation reaches B", || async {
         b.get("/api/me/", Some(&token(&key))).await.status == 401
     })
@@ -233,6 +223,138 @@ async fn two_instances_share_state() {
             && browser.me(&b).await.status != 200
     })
     .await;
+}
+
+/// Revokes, through `server`, the first token listed for `key`'s user, authenticated with
+/// `auth`: 204.
+async fn revoke_first_token(server: &Server, key: &str, auth: &str) {
+    let id = server.token_list(&token(key)).await[0]["id"]
+        .as_i64()
+        .expect("token id");
+    let revoked = server
+        .request(
+            Method::DELETE,
+            &format!("/api/tokens/{id}/"),
+            Some(&token(auth)),
+            Body::None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+}
+
+/// Caches that would hide a revocation for a minute without the invalidation bus.
+const LONG_CACHES: [(&str, &str); 3] = [
+    ("RESTGUARD_TOKEN__CACHE_TTL", "60s"),
+    ("RESTGUARD_SESSION__CACHE_TTL", "60s"),
+    ("RESTGUARD_JWT__USER_CACHE_TTL", "60s"),
+];
+
+/// Well under the caches' 60 s: only the invalidation bus can make a change visible this soon.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_revocations_reach_other_instances_at_once() {
+    let Some(schema) = scratch("redis_invalidations").await else {
+        return;
+    };
+    let Some(redis) = service_url(REDIS_URL_VAR, "redis_invalidations") else {
+        return;
+    };
+    let guard = RedisPrefix::new(&redis);
+    let url = schema.url().to_owned();
+    let mut env = vec![
+        ("RESTGUARD_REDIS__URL", redis.as_str()),
+        ("RESTGUARD_REDIS__KEY_PREFIX", guard.prefix()),
+    ];
+    env.extend_from_slice(&LONG_CACHES);
+    let a = pg_server(&url, &env);
+    let b = pg_server(&url, &env);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    create_user(&a, &url, "bob", "pw-bob-12345");
+
+    // A token revoked on A: B had it cached for a minute, and refuses it at once.
+    let key = a.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    let other = a.obtain_token("alice", "pw-alice-123").await;
+    revoke_first_token(&a, &key, &other).await;
+    let took = within(AT_ONCE, "token revocation reaches B", || async {
+        b.get("/api/me/", Some(&token(&key))).await.status == 401
+    })
+    .await;
+    eprintln!("token revocation reached B after {took:?} (cache lifetime 60 s)");
+    b.get("/api/me/", Some(&token(&key))).await.assert(
+        401,
+        Some("Token"),
+        &json!({"detail": "Invalid token.", "code": "authentication_failed"}),
+    );
+
+    // A session ended on A.
+    let browser = login(&a, "bob", "pw-bob-12345").await;
+    assert_eq!(browser.me(&b).await.status, 200);
+    let out = browser
+        .send(&a, Method::POST, "/api/session/logout/", Body::None)
+        .await;
+    assert_eq!(out.status, 204, "{out:?}");
+    within(AT_ONCE, "session end reaches B", || async {
+        browser.me(&b).await.status != 200
+    })
+    .await;
+
+    // A user deactivated with the CLI (which announces it too): token, JWT and session
+    // refused by both instances, whose caches held all three.
+    let key = b.obtain_token("alice", "pw-alice-123").await;
+    let pair = obtain_pair(&b, "alice", "pw-alice-123").await;
+    let access = format!("Bearer {}", pair.json["access"].as_str().expect("access"));
+    let browser = login(&b, "alice", "pw-alice-123").await;
+    for server in [&a, &b] {
+        assert_eq!(server.get("/api/me/", Some(&token(&key))).await.status, 200);
+        assert_eq!(server.get("/api/me/", Some(&access)).await.status, 200);
+        assert_eq!(browser.me(server).await.status, 200);
+    }
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    cli_env.extend_from_slice(&env);
+    cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
+    within(AT_ONCE, "deactivation reaches A and B", || async {
+        let mut refused = true;
+        for server in [&a, &b] {
+            refused &= server.get("/api/me/", Some(&token(&key))).await.status == 401
+                && server.get("/api/me/", Some(&access)).await.status == 401
+                && browser.me(server).await.status != 200;
+        }
+        refused
+    })
+    .await;
+    b.get("/api/me/", Some(&access)).await.assert(
+        401,
+        Some("Token"),
+        &json!({"detail": "User is inactive", "code": "user_inactive"}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_revocations_fall_back_to_the_cache_lifetime() {
+    let Some(schema) = scratch("redis_down_invalidations").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    // Nothing listens there: publishing fails; nothing may answer 500.
+    let env = [("RESTGUARD_REDIS__URL", "redis://127.0.0.1:1/")];
+    let a = pg_server(&url, &env);
+    let b = pg_server(&url, &env);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    let key = a.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    revoke_first_token(&a, &key, &key).await;
+    within(
+        PROPAGATION,
+        "token revocation reaches B by expiry",
+        || async { b.get("/api/me/", Some(&token(&key))).await.status == 401 },
+    )
+    .await;
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    cli_env.extend_from_slice(&env);
+    cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
+    assert_eq!(a.get("/healthz", None).await.status, 200);
 }
 
 /// The `kid` in a JWT's header.

@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use restguard_core::{
     identity::{AuthInfo, Identity, Scheme, User, UserId},
+    invalidation::{Invalidation, InvalidationBus},
     secret::SecretString,
     store::{
         FamilyId, JwtStore, NewRefreshToken, RefreshUse, SecretDigest, SigningKeyStore, StoreError,
@@ -151,6 +152,21 @@ struct Inner {
     /// microseconds. Time claims are re-checked on every hit, and the signature again once a
     /// key has stopped verifying (the generation moved); user checks are never cached here.
     verified: moka::sync::Cache<String, (Arc<Verified>, u64)>,
+    /// Where blacklisted sliding tokens are announced, and user changes heard, when attached.
+    bus: crate::invalidation::BusLink,
+}
+
+impl Inner {
+    fn drop_cached(&self, event: Invalidation) {
+        match event {
+            Invalidation::User(user_id) => self.user_cache.invalidate(&user_id),
+            Invalidation::Digest(digest) => self.not_blacklisted.invalidate(&digest),
+            _ => {
+                self.user_cache.invalidate_all();
+                self.not_blacklisted.invalidate_all();
+            }
+        }
+    }
 }
 
 /// How long a verified token is remembered (its `exp` is still checked on every use).
@@ -248,6 +264,7 @@ impl JwtService {
                     .max_capacity(VERIFIED_CACHE_CAPACITY)
                     .time_to_live(VERIFIED_CACHE_TTL)
                     .build(),
+                bus: crate::invalidation::BusLink::default(),
                 settings,
             }),
         })
@@ -274,6 +291,14 @@ impl JwtService {
     /// The `kid` that signs new tokens.
     pub fn signing_kid(&self) -> String {
         self.inner.keys.current().signing.kid.clone()
+    }
+
+    /// Drops what other instances announce on `bus` (a user's password change, deactivation
+    /// or deletion: the per-user "valid after" check is read again at once) and announces
+    /// blacklisted sliding tokens there.
+    pub fn with_invalidations(self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.inner.bus.attach(bus, &self.inner, Inner::drop_cached);
+        self
     }
 
     /// Drops the cached user (after a password change or deactivation made in this process).
@@ -637,6 +662,7 @@ impl JwtService {
             return Err(TokenProblem::Blacklisted.into());
         }
         self.inner.not_blacklisted.invalidate(&digest);
+        self.inner.bus.publish(Invalidation::Digest(digest)).await;
         Ok(())
     }
 
