@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Response, StatusCode};
 use serde_json::{json, Map, Value};
 
-use crate::store::StoreError;
+use crate::{identity::Scheme, store::StoreError};
 
 /// Why a credential was refused: DRF's `AuthenticationFailed` with its message.
 #[derive(Debug, Clone, PartialEq)]
@@ -116,17 +116,110 @@ impl From<StoreError> for AuthError {
 
 /// A refused request, ready to become a response: the error plus the route's challenge.
 #[derive(Debug)]
+#[non_exhaustive]
 pub struct Denial {
     /// What went wrong.
     pub error: AuthError,
     /// `WWW-Authenticate` of the route's first authenticator (`None`: 403 instead of 401).
     pub challenge: Option<HeaderValue>,
+    /// The scheme whose authenticator refused the credentials, when one did.
+    pub scheme: Option<Scheme>,
+    /// The scope of the throttle that refused the request (`anon`, `user`, a scope name,
+    /// `login`), when one did.
+    pub throttle_scope: Option<Cow<'static, str>>,
+}
+
+/// What a refusal was about, for counting (metrics): which stage said no.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum DenialKind {
+    /// No credentials, or credentials that were refused (401/403).
+    Authentication,
+    /// Authenticated, but a permission said no.
+    Permission,
+    /// A throttle said wait.
+    Throttle,
+    /// A malformed header.
+    InvalidHeader,
+    /// A store failed.
+    Unavailable,
+}
+
+/// Why a request was refused, attached by [`Denial::into_response`] to the response's
+/// extensions so that outer middleware (metrics) can count refusals without reading bodies.
+///
+/// ```
+/// use restguard_core::{error::{DenialKind, DenialReason}, AuthError, Denial, Scheme};
+/// let denial = Denial::new(AuthError::failed("Invalid token."), None).with_scheme(Scheme::Token);
+/// let response = denial.into_response();
+/// let reason = response.extensions().get::<DenialReason>().unwrap();
+/// assert_eq!(reason.kind, DenialKind::Authentication);
+/// assert_eq!(reason.code, "authentication_failed");
+/// assert_eq!(reason.scheme, Some(Scheme::Token));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DenialReason {
+    /// Which stage refused.
+    pub kind: DenialKind,
+    /// The body's `code` (`not_authenticated`, `token_not_valid`, `throttled`, …).
+    pub code: Cow<'static, str>,
+    /// The scheme whose authenticator refused the credentials, when one did.
+    pub scheme: Option<Scheme>,
+    /// The refusing throttle's scope, when one did.
+    pub throttle_scope: Option<Cow<'static, str>>,
 }
 
 impl Denial {
     /// Pairs an error with the challenge that applies.
     pub fn new(error: AuthError, challenge: Option<HeaderValue>) -> Self {
-        Self { error, challenge }
+        Self {
+            error,
+            challenge,
+            scheme: None,
+            throttle_scope: None,
+        }
+    }
+
+    /// Names the scheme whose authenticator refused the credentials.
+    pub fn with_scheme(mut self, scheme: Scheme) -> Self {
+        self.scheme = Some(scheme);
+        self
+    }
+
+    /// Names the scope of the throttle that refused the request.
+    pub fn with_throttle_scope(mut self, scope: impl Into<Cow<'static, str>>) -> Self {
+        self.throttle_scope = Some(scope.into());
+        self
+    }
+
+    /// What this refusal was about (without building the body).
+    pub fn reason(&self) -> DenialReason {
+        let (kind, code): (DenialKind, Cow<'static, str>) = match &self.error {
+            AuthError::NotAuthenticated => (
+                DenialKind::Authentication,
+                Cow::Borrowed("not_authenticated"),
+            ),
+            AuthError::AuthenticationFailed(r) => (DenialKind::Authentication, r.code.clone()),
+            AuthError::PermissionDenied { .. } => {
+                (DenialKind::Permission, Cow::Borrowed("permission_denied"))
+            }
+            AuthError::Throttled { .. } => (DenialKind::Throttle, Cow::Borrowed("throttled")),
+            AuthError::InvalidHeader { .. } => {
+                (DenialKind::InvalidHeader, Cow::Borrowed("invalid_header"))
+            }
+            AuthError::Unavailable(e) if e.is_unavailable() => (
+                DenialKind::Unavailable,
+                Cow::Borrowed("service_unavailable"),
+            ),
+            AuthError::Unavailable(_) => (DenialKind::Unavailable, Cow::Borrowed("error")),
+        };
+        DenialReason {
+            kind,
+            code,
+            scheme: self.scheme,
+            throttle_scope: self.throttle_scope.clone(),
+        }
     }
 
     /// The status code.
@@ -192,6 +285,7 @@ impl Denial {
         let status = self.status();
         let body = self.body();
         let mut response = json_response(status, &body);
+        response.extensions_mut().insert(self.reason());
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
             if let Some(challenge) = self.challenge {

@@ -31,6 +31,7 @@
 pub mod authenticator;
 pub mod error;
 pub mod identity;
+pub mod invalidation;
 pub mod oauth_store;
 pub mod permission;
 pub mod policy;

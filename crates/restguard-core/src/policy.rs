@@ -128,7 +128,14 @@ impl Policy {
                         _ => None,
                     };
                     let challenge = override_challenge.or_else(|| self.challenge());
-                    return Err(Denial::new(error, challenge));
+                    // An authenticator throttles only password logins (Basic).
+                    let login_throttled = matches!(error, AuthError::Throttled { .. });
+                    let denial = Denial::new(error, challenge).with_scheme(authenticator.scheme());
+                    return Err(if login_throttled {
+                        denial.with_throttle_scope("login")
+                    } else {
+                        denial
+                    });
                 }
                 Err(store) => return Err(self.deny(AuthError::Unavailable(store))),
             }
@@ -168,18 +175,22 @@ impl Policy {
             client_ip: request.client_ip,
             identity,
         };
-        let mut longest = None;
+        let mut longest: Option<(std::time::Duration, &Arc<dyn Throttle>)> = None;
         for throttle in self.throttles.iter() {
             match throttle.allow_request(&throttle_request).await {
                 Ok(ThrottleDecision::Allow) => {}
                 Ok(ThrottleDecision::Wait(wait)) => {
-                    longest = Some(longest.map_or(wait, |l: std::time::Duration| l.max(wait)));
+                    if longest.is_none_or(|(l, _)| wait > l) {
+                        longest = Some((wait, throttle));
+                    }
                 }
                 Err(store) => return Err(self.deny(AuthError::Unavailable(store))),
             }
         }
         match longest {
-            Some(wait) => Err(self.deny(AuthError::Throttled { wait })),
+            Some((wait, throttle)) => Err(self
+                .deny(AuthError::Throttled { wait })
+                .with_throttle_scope(throttle.scope().to_owned())),
             None => Ok(()),
         }
     }

@@ -33,6 +33,11 @@ pub trait Throttle: Send + Sync + fmt::Debug + 'static {
         &self,
         request: &ThrottleRequest<'_>,
     ) -> Result<ThrottleDecision, StoreError>;
+
+    /// A short, fixed name for metrics (DRF's `scope`: `anon`, `user`, a scope name).
+    fn scope(&self) -> &str {
+        "custom"
+    }
 }
 
 /// Shared throttle counters (a store concern, like users or tokens): sliding windows of event

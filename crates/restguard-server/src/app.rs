@@ -64,6 +64,10 @@ pub(crate) struct AppStateInner {
     pub(crate) csrf_cookie_secure: bool,
     /// The OAuth2 / OpenID Connect provider.
     pub(crate) oauth: restguard_oauth2::Provider,
+    /// Who may read `/metrics`.
+    pub(crate) metrics_access: crate::metrics::MetricsAccess,
+    /// Where changes that make other instances' caches stale are announced (`redis.url`).
+    pub(crate) invalidations: Option<Arc<dyn restguard_core::invalidation::InvalidationBus>>,
 }
 
 /// The authenticators a configuration can name.
@@ -324,7 +328,9 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
     let passwords =
         PasswordAuth::new(stores.users.clone(), hasher).with_login_throttle(login_throttle);
     let digester = restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?;
-    let tokens = TokenService::new(
+    let invalidations =
+        crate::scaleout::invalidation_bus(&config.redis).map_err(anyhow::Error::msg)?;
+    let mut tokens = TokenService::new(
         stores.tokens.clone(),
         digester.clone(),
         config.token.cache_ttl.0,
@@ -352,7 +358,16 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         .csrf
         .cookie_secure
         .unwrap_or(session_settings.cookie_secure);
-    let sessions = SessionService::from_stores(&stores, session_settings).await?;
+    let mut sessions = SessionService::from_stores(&stores, session_settings).await?;
+    // With Redis, revocations reach the other instances' caches at once.
+    let jwt_service = match &invalidations {
+        Some(bus) => {
+            tokens = tokens.with_invalidations(bus.clone());
+            sessions = sessions.with_invalidations(bus.clone());
+            jwt_service.with_invalidations(bus.clone())
+        }
+        None => jwt_service,
+    };
     let oauth_provider = restguard_oauth2::Provider::new(
         &stores,
         restguard::digest::SecretDigester::from_store(stores.secrets.as_ref()).await?,
@@ -392,18 +407,30 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         csrf: Arc::new(csrf),
         csrf_cookie_secure,
         oauth: oauth_provider,
+        metrics_access: config.metrics.access().map_err(anyhow::Error::msg)?,
+        invalidations,
     }));
-    Ok(router(state, table, config.throttle.num_proxies).layer(
-        axum::middleware::from_fn_with_state(
+    let client_ip = crate::client_ip::ClientIpRule::from_config(
+        &config.server.trusted_proxies,
+        config.throttle.num_proxies,
+    )
+    .map_err(anyhow::Error::msg)?;
+    Ok(
+        router(state, table, client_ip).layer(axum::middleware::from_fn_with_state(
             config.server.request_timeout.0,
             crate::scaleout::deadline,
-        ),
-    ))
+        )),
+    )
 }
 
 /// The HTTP routes.
-pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) -> Router {
+pub(crate) fn router(
+    state: AppState,
+    table: PolicyTable,
+    client_ip: crate::client_ip::ClientIpRule,
+) -> Router {
     let table = Arc::new(table);
+    let client_ip = Arc::new(client_ip);
     let sensitive: [HeaderName; 3] = [
         header::AUTHORIZATION,
         header::COOKIE,
@@ -413,7 +440,7 @@ pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) ->
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/auth/verify", axum::routing::any(verify::verify))
-        .route("/metrics", get(crate::metrics::metrics))
+        .route("/metrics", get(crate::metrics::metrics_endpoint))
         .route("/api/ping/", get(health::ping))
         .route("/api/me/", get(me::me))
         .route("/api-token-auth/", post(tokens::obtain))
@@ -445,7 +472,7 @@ pub(crate) fn router(state: AppState, table: PolicyTable, num_proxies: usize) ->
         .layer(axum::middleware::from_fn(crate::metrics::record))
         .layer(axum::middleware::from_fn(
             move |request: axum::extract::Request, next: axum::middleware::Next| {
-                forwarded_client_ip(request, next, num_proxies)
+                crate::client_ip::client_ip(client_ip.clone(), request, next)
             },
         ))
         .layer(TraceLayer::new_for_http())
@@ -503,35 +530,6 @@ async fn shutdown_signal() {
         () = term => {},
     }
     tracing::info!("shutting down");
-}
-
-/// DRF's `get_ident` with `NUM_PROXIES`: behind `num_proxies` trusted proxies the client is the
-/// address that many entries from the right of `X-Forwarded-For`; with none, the socket's
-/// peer. A client cannot choose its own IP: entries it adds sit further left.
-async fn forwarded_client_ip(
-    mut request: axum::extract::Request,
-    next: axum::middleware::Next,
-    num_proxies: usize,
-) -> axum::response::Response {
-    if num_proxies > 0 {
-        let forwarded = request
-            .headers()
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .map(str::trim)
-            .collect::<Vec<_>>();
-        if !forwarded.is_empty() {
-            let index = forwarded.len() - num_proxies.min(forwarded.len());
-            if let Ok(ip) = forwarded[index].parse::<std::net::IpAddr>() {
-                request
-                    .extensions_mut()
-                    .insert(restguard_axum::ClientIp(ip));
-            }
-        }
-    }
-    next.run(request).await
 }
 
 /// Session login (CONTRACT §4) and the pages.

@@ -25,6 +25,7 @@ pub(crate) struct Config {
     pub(crate) csrf: CsrfConfig,
     pub(crate) redis: RedisConfig,
     pub(crate) oauth2: OAuth2Config,
+    pub(crate) metrics: MetricsConfig,
     #[serde(rename = "route")]
     pub(crate) routes: Vec<RouteConfig>,
 }
@@ -39,6 +40,8 @@ pub(crate) struct ServerConfig {
     pub(crate) shutdown_grace: Seconds,
     /// Longest a request may take (a store that stopped answering mid-request); past it, 503.
     pub(crate) request_timeout: Seconds,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (networks); empty: none.
+    pub(crate) trusted_proxies: crate::client_ip::Networks,
 }
 
 impl Default for ServerConfig {
@@ -49,7 +52,71 @@ impl Default for ServerConfig {
             body_limit: ByteSize(64 * 1024),
             shutdown_grace: Seconds(Duration::from_secs(10)),
             request_timeout: Seconds(Duration::from_secs(30)),
+            trusted_proxies: crate::client_ip::Networks::default(),
         }
+    }
+}
+
+/// `[metrics]`: who may read `GET /metrics`.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct MetricsConfig {
+    /// `false`: `/metrics` answers 404.
+    pub(crate) enabled: bool,
+    /// Client addresses allowed (default loopback only).
+    pub(crate) allow_from: crate::client_ip::Networks,
+    /// A bearer token required in addition (at least 16 characters); unset: none.
+    pub(crate) token: Option<Text>,
+}
+
+/// Shortest `metrics.token` accepted.
+const MIN_METRICS_TOKEN_LEN: usize = 16;
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_from: crate::client_ip::Networks::loopback(),
+            token: None,
+        }
+    }
+}
+
+impl fmt::Debug for MetricsConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MetricsConfig")
+            .field("enabled", &self.enabled)
+            .field("allow_from", &self.allow_from)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish()
+    }
+}
+
+impl MetricsConfig {
+    /// The access rule; a token too short or an empty address list is an error naming the
+    /// key.
+    pub(crate) fn access(&self) -> Result<crate::metrics::MetricsAccess, String> {
+        if self.enabled && self.allow_from.0.is_empty() {
+            return Err(
+                "metrics.allow_from: empty (list the scrapers' networks, [\"0.0.0.0/0\", \"::/0\"] with metrics.token for any, or set metrics.enabled = false)"
+                    .into(),
+            );
+        }
+        if let Some(token) = &self.token {
+            if token.0.trim() != token.0
+                || token.0.chars().count() < MIN_METRICS_TOKEN_LEN
+                || token.0.chars().any(|c| c.is_whitespace() || c.is_control())
+            {
+                return Err(format!(
+                    "metrics.token: must be at least {MIN_METRICS_TOKEN_LEN} characters without spaces"
+                ));
+            }
+        }
+        Ok(crate::metrics::MetricsAccess {
+            enabled: self.enabled,
+            allow_from: self.allow_from.clone(),
+            token: self.token.as_ref().map(|t| SecretString::new(t.0.clone())),
+        })
     }
 }
 
@@ -161,6 +228,9 @@ pub(crate) struct RedisConfig {
     pub(crate) key_prefix: Text,
     /// Keep browser sessions in Redis instead of the database.
     pub(crate) sessions: bool,
+    /// Announce revocations to the other instances through Redis pub/sub, so their caches
+    /// drop the stale checks at once.
+    pub(crate) invalidations: bool,
 }
 
 impl Default for RedisConfig {
@@ -171,6 +241,7 @@ impl Default for RedisConfig {
             timeout: Seconds(Duration::from_millis(500)),
             key_prefix: Text("restguard:".into()),
             sessions: false,
+            invalidations: true,
         }
     }
 }

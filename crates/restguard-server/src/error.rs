@@ -3,7 +3,7 @@
 use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, Method, StatusCode};
 use restguard_axum::Rejected;
-use restguard_core::{error::json_response, AuthError, Denial, Rejection, StoreError};
+use restguard_core::{error::json_response, AuthError, Denial, Rejection, Scheme, StoreError};
 use serde_json::{json, Map, Value};
 
 /// Everything a server endpoint can answer with instead of success.
@@ -27,8 +27,8 @@ pub(crate) enum ApiError {
     /// The path exists, the method does not.
     #[error("method not allowed")]
     MethodNotAllowed(Method),
-    /// Refused credentials or token on an open endpoint (JWT obtain / refresh / verify /
-    /// blacklist): 401 with the scheme's challenge.
+    /// Refused credentials or token on an open JWT endpoint (obtain / refresh / verify /
+    /// blacklist): 401 with the scheme's challenge (counted as a `jwt` failure).
     #[error("unauthorized: {}", .rejection.detail)]
     Unauthorized {
         /// Body `detail` and `code`.
@@ -90,14 +90,15 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized {
                 rejection,
                 challenge,
-            } => Rejected(Denial::new(
-                AuthError::AuthenticationFailed(rejection),
-                Some(challenge),
-            ))
+            } => Rejected(
+                Denial::new(AuthError::AuthenticationFailed(rejection), Some(challenge))
+                    .with_scheme(Scheme::Jwt),
+            )
             .into_response(),
-            ApiError::Throttled(wait) => {
-                Rejected(Denial::new(AuthError::Throttled { wait }, None)).into_response()
-            }
+            ApiError::Throttled(wait) => Rejected(
+                Denial::new(AuthError::Throttled { wait }, None).with_throttle_scope("login"),
+            )
+            .into_response(),
             ApiError::Csrf(message) => detail(StatusCode::FORBIDDEN, &message, "csrf_failed"),
             ApiError::Store(e) => {
                 tracing::error!(error = %e, source = ?std::error::Error::source(&e), "store failure");

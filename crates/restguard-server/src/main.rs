@@ -5,6 +5,7 @@
 mod app;
 mod body;
 mod cli;
+mod client_ip;
 mod config;
 mod error;
 mod metrics;

@@ -1,13 +1,20 @@
 //! Running as one of several instances: the Redis throttle counters named by `redis.url`
 //! (one [`RedisThrottleStore`], one connection manager, per process serves the rate throttles,
-//! the login throttle and `/readyz`), and the request deadline that turns a store that stopped
-//! answering in the middle of a request into a 503.
+//! the login throttle and `/readyz`), the cache-invalidation bus (Redis pub/sub), and the
+//! request deadline that turns a store that stopped answering in the middle of a request into
+//! a 503.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
 use restguard::throttle::FailMode;
-use restguard_core::{store::StoreError, throttle::ThrottleStore};
-use restguard_store::redis::{RedisOptions, RedisSessionStore, RedisThrottleStore};
+use restguard_core::{
+    invalidation::{Invalidation, InvalidationBus},
+    store::StoreError,
+    throttle::ThrottleStore,
+};
+use restguard_store::redis::{
+    RedisInvalidationBus, RedisOptions, RedisSessionStore, RedisThrottleStore,
+};
 
 use crate::config::RedisConfig;
 
@@ -57,6 +64,33 @@ pub(crate) fn shared_throttle(config: &RedisConfig) -> Result<Option<SharedThrot
     );
     opened.push((id, store.clone(), config.throttle_fail_closed));
     Ok(Some(SharedThrottle { store, fail }))
+}
+
+/// The cache-invalidation bus of `config`: Redis pub/sub on `<key_prefix>invalidations` when
+/// `redis.url` is set and `redis.invalidations` is on; `None` otherwise (caches then expire on
+/// their own, after `*.cache_ttl`).
+pub(crate) fn invalidation_bus(
+    config: &RedisConfig,
+) -> Result<Option<Arc<dyn InvalidationBus>>, String> {
+    let Some(url) = config.url.as_ref().filter(|_| config.invalidations) else {
+        return Ok(None);
+    };
+    let options = RedisOptions::default()
+        .key_prefix(config.key_prefix.0.clone())
+        .timeout(config.timeout.0);
+    let bus = RedisInvalidationBus::new(&url.0, &options)
+        .map_err(|e| format!("redis.url: {}", crate::error_chain(&e)))?;
+    Ok(Some(Arc::new(bus)))
+}
+
+/// Tells the other instances that `event` is stale; a bus that is down is logged (the change
+/// is in the database; the others see it when their caches expire), never an error.
+pub(crate) async fn announce(bus: Option<&Arc<dyn InvalidationBus>>, event: Invalidation) {
+    if let Some(bus) = bus {
+        if let Err(e) = bus.publish(event).await {
+            tracing::warn!(error = %e, "could not publish a cache invalidation; other instances see the change within their cache lifetime");
+        }
+    }
 }
 
 fn session_store() -> &'static OnceLock<Arc<RedisSessionStore>> {

@@ -21,7 +21,7 @@ use common::{cli_in, token, Body, CliOutput, Reply, Server};
 use proxy_support::Proxy;
 use reqwest::Method;
 use restguard_store::testing::{
-    service_url, url_with_search_path, ScratchSchema, POSTGRES_URL_VAR,
+    service_url, url_with_search_path, RedisPrefix, ScratchSchema, POSTGRES_URL_VAR, REDIS_URL_VAR,
 };
 use serde_json::json;
 use session_support::{login, PLAIN_HTTP};
@@ -146,18 +146,8 @@ async fn two_instances_share_state() {
     // A token issued on A works on B; revoked on A, B refuses it within the cache lifetime.
     let key = a.obtain_token("alice", "pw-alice-123").await;
     assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
-    let listed = a.token_list(&token(&key)).await;
-    let id = listed[0]["id"].as_i64().expect("token id");
     let other = a.obtain_token("alice", "pw-alice-123").await;
-    let revoked = a
-        .request(
-            Method::DELETE,
-            &format!("/api/tokens/{id}/"),
-            Some(&token(&other)),
-            Body::None,
-        )
-        .await;
-    assert_eq!(revoked.status, 204, "{revoked:?}");
+    revoke_first_token(&a, &key, &other).await;
     let took = within(PROPAGATION, "token revocation reaches B", || async {
         b.get("/api/me/", Some(&token(&key))).await.status == 401
     })
@@ -177,15 +167,7 @@ async fn two_instances_share_state() {
     .await;
 
     // Refresh-token reuse is detected across instances: rotate on A, replay on B.
-    let pair = a
-        .request(
-            Method::POST,
-            "/api/token/",
-            None,
-            Body::Json(json!({"username": "bob", "password": "pw-bob-12345"})),
-        )
-        .await;
-    assert_eq!(pair.status, 200, "{pair:?}");
+    let pair = obtain_pair(&a, "bob", "pw-bob-12345").await;
     let r0 = pair.json["refresh"].as_str().expect("refresh").to_owned();
     let rotated = a
         .request(
@@ -241,6 +223,296 @@ async fn two_instances_share_state() {
             && browser.me(&b).await.status != 200
     })
     .await;
+}
+
+/// Revokes, through `server`, the first token listed for `key`'s user, authenticated with
+/// `auth`: 204.
+async fn revoke_first_token(server: &Server, key: &str, auth: &str) {
+    let id = server.token_list(&token(key)).await[0]["id"]
+        .as_i64()
+        .expect("token id");
+    let revoked = server
+        .request(
+            Method::DELETE,
+            &format!("/api/tokens/{id}/"),
+            Some(&token(auth)),
+            Body::None,
+        )
+        .await;
+    assert_eq!(revoked.status, 204, "{revoked:?}");
+}
+
+/// Caches that would hide a revocation for a minute without the invalidation bus.
+const LONG_CACHES: [(&str, &str); 3] = [
+    ("RESTGUARD_TOKEN__CACHE_TTL", "60s"),
+    ("RESTGUARD_SESSION__CACHE_TTL", "60s"),
+    ("RESTGUARD_JWT__USER_CACHE_TTL", "60s"),
+];
+
+/// Well under the caches' 60 s: only the invalidation bus can make a change visible this soon.
+const AT_ONCE: Duration = Duration::from_secs(2);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_revocations_reach_other_instances_at_once() {
+    let Some(schema) = scratch("redis_invalidations").await else {
+        return;
+    };
+    let Some(redis) = service_url(REDIS_URL_VAR, "redis_invalidations") else {
+        return;
+    };
+    let guard = RedisPrefix::new(&redis);
+    let url = schema.url().to_owned();
+    let mut env = vec![
+        ("RESTGUARD_REDIS__URL", redis.as_str()),
+        ("RESTGUARD_REDIS__KEY_PREFIX", guard.prefix()),
+    ];
+    env.extend_from_slice(&LONG_CACHES);
+    let a = pg_server(&url, &env);
+    let b = pg_server(&url, &env);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    create_user(&a, &url, "bob", "pw-bob-12345");
+
+    // A token revoked on A: B had it cached for a minute, and refuses it at once.
+    let key = a.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    let other = a.obtain_token("alice", "pw-alice-123").await;
+    revoke_first_token(&a, &key, &other).await;
+    let took = within(AT_ONCE, "token revocation reaches B", || async {
+        b.get("/api/me/", Some(&token(&key))).await.status == 401
+    })
+    .await;
+    eprintln!("token revocation reached B after {took:?} (cache lifetime 60 s)");
+    b.get("/api/me/", Some(&token(&key))).await.assert(
+        401,
+        Some("Token"),
+        &json!({"detail": "Invalid token.", "code": "authentication_failed"}),
+    );
+
+    // A session ended on A.
+    let browser = login(&a, "bob", "pw-bob-12345").await;
+    assert_eq!(browser.me(&b).await.status, 200);
+    let out = browser
+        .send(&a, Method::POST, "/api/session/logout/", Body::None)
+        .await;
+    assert_eq!(out.status, 204, "{out:?}");
+    within(AT_ONCE, "session end reaches B", || async {
+        browser.me(&b).await.status != 200
+    })
+    .await;
+
+    // A user deactivated with the CLI (which announces it too): token, JWT and session
+    // refused by both instances, whose caches held all three.
+    let key = b.obtain_token("alice", "pw-alice-123").await;
+    let pair = obtain_pair(&b, "alice", "pw-alice-123").await;
+    let access = format!("Bearer {}", pair.json["access"].as_str().expect("access"));
+    let browser = login(&b, "alice", "pw-alice-123").await;
+    for server in [&a, &b] {
+        assert_eq!(server.get("/api/me/", Some(&token(&key))).await.status, 200);
+        assert_eq!(server.get("/api/me/", Some(&access)).await.status, 200);
+        assert_eq!(browser.me(server).await.status, 200);
+    }
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    cli_env.extend_from_slice(&env);
+    cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
+    within(AT_ONCE, "deactivation reaches A and B", || async {
+        let mut refused = true;
+        for server in [&a, &b] {
+            refused &= server.get("/api/me/", Some(&token(&key))).await.status == 401
+                && server.get("/api/me/", Some(&access)).await.status == 401
+                && browser.me(server).await.status != 200;
+        }
+        refused
+    })
+    .await;
+    b.get("/api/me/", Some(&access)).await.assert(
+        401,
+        Some("Token"),
+        &json!({"detail": "User is inactive", "code": "user_inactive"}),
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_down_revocations_fall_back_to_the_cache_lifetime() {
+    let Some(schema) = scratch("redis_down_invalidations").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    // Nothing listens there: publishing fails; nothing may answer 500.
+    let env = [("RESTGUARD_REDIS__URL", "redis://127.0.0.1:1/")];
+    let a = pg_server(&url, &env);
+    let b = pg_server(&url, &env);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    let key = a.obtain_token("alice", "pw-alice-123").await;
+    assert_eq!(b.get("/api/me/", Some(&token(&key))).await.status, 200);
+    revoke_first_token(&a, &key, &key).await;
+    within(
+        PROPAGATION,
+        "token revocation reaches B by expiry",
+        || async { b.get("/api/me/", Some(&token(&key))).await.status == 401 },
+    )
+    .await;
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    cli_env.extend_from_slice(&env);
+    cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
+    assert_eq!(a.get("/healthz", None).await.status, 200);
+}
+
+/// The `kid` in a JWT's header.
+fn kid_of(jwt: &str) -> String {
+    use base64::Engine as _;
+    let header = jwt.split('.').next().expect("a JWT");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header)
+        .expect("base64url header");
+    let header: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON header");
+    header["kid"].as_str().expect("kid").to_owned()
+}
+
+/// `POST /api/token/` on `server`: 200 and its body (`refresh`, `access`).
+async fn obtain_pair(server: &Server, username: &str, password: &str) -> Reply {
+    let pair = server
+        .request(
+            Method::POST,
+            "/api/token/",
+            None,
+            Body::Json(json!({"username": username, "password": password})),
+        )
+        .await;
+    assert_eq!(pair.status, 200, "{pair:?}");
+    pair
+}
+
+/// `POST /api/token/refresh/` on `server`: the new (access, refresh).
+async fn refresh(server: &Server, refresh: &str) -> (String, String) {
+    let reply = server
+        .request(
+            Method::POST,
+            "/api/token/refresh/",
+            None,
+            Body::Json(json!({ "refresh": refresh })),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    (
+        reply.json["access"].as_str().expect("access").to_owned(),
+        reply.json["refresh"].as_str().expect("refresh").to_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_rotation_reaches_every_instance_within_a_second() {
+    let Some(schema) = scratch("key_rotation_reaches_every_instance").await else {
+        return;
+    };
+    let url = schema.url().to_owned();
+    let a = pg_server(&url, &[]);
+    let b = pg_server(&url, &[]);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    let pair = obtain_pair(&a, "alice", "pw-alice-123").await;
+    let old_access = pair.json["access"].as_str().expect("access").to_owned();
+    let mut a_refresh = pair.json["refresh"].as_str().expect("refresh").to_owned();
+    let old_kid = kid_of(&old_access);
+    let bearer = |t: &str| format!("Bearer {t}");
+    assert_eq!(
+        b.get("/api/me/", Some(&bearer(&old_access))).await.status,
+        200
+    );
+    // Two refresh families, each carried on by one instance (A's token refreshed on B first).
+    let (_, mut b_refresh) = refresh(&b, &a_refresh).await;
+    let second = obtain_pair(&b, "alice", "pw-alice-123").await;
+    a_refresh = second.json["refresh"].as_str().expect("refresh").to_owned();
+
+    // `restguard keys rotate` against the shared database, while both serve.
+    let rotated = cli(a.dir(), &url, &["keys", "rotate"], None);
+    rotated.assert_ok();
+    let new_kid = rotated.stdout.trim_end().to_owned();
+    assert_ne!(new_kid, old_kid);
+    assert!(rotated.stderr.contains("within 1 s"), "{rotated:?}");
+
+    // Both instances sign with the new key within about a second, without a request naming
+    // it (the background poll).
+    let started = Instant::now();
+    loop {
+        let (a_access, next) = refresh(&a, &a_refresh).await;
+        a_refresh = next;
+        let (b_access, next) = refresh(&b, &b_refresh).await;
+        b_refresh = next;
+        if kid_of(&a_access) == new_kid && kid_of(&b_access) == new_kid {
+            break;
+        }
+        assert!(
+            started.elapsed() < PROPAGATION,
+            "A and B do not sign with the rotated key after {PROPAGATION:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    eprintln!("key rotation reached A and B after {:?}", started.elapsed());
+    // A token signed by A with the new key verifies on B, and the reverse.
+    let (_, next) = refresh(&b, &a_refresh).await;
+    a_refresh = next;
+    let (_, _) = refresh(&a, &a_refresh).await;
+    let pair = obtain_pair(&a, "alice", "pw-alice-123").await;
+    let new_access = pair.json["access"].as_str().expect("access").to_owned();
+    assert_eq!(kid_of(&new_access), new_kid);
+    let me = b.get("/api/me/", Some(&bearer(&new_access))).await;
+    assert_eq!(me.status, 200, "{me:?}");
+    assert_eq!(me.json["auth"]["scheme"], "jwt");
+    // The retired key keeps verifying on both (its tokens are still alive).
+    for server in [&a, &b] {
+        assert_eq!(
+            server
+                .get("/api/me/", Some(&bearer(&old_access)))
+                .await
+                .status,
+            200
+        );
+    }
+    let listed = cli(a.dir(), &url, &["keys", "list"], None);
+    listed.assert_ok();
+    assert!(
+        listed
+            .stdout
+            .lines()
+            .any(|l| l.starts_with(&old_kid) && l.contains("verifying until")),
+        "{listed:?}"
+    );
+
+    // A leaked key: `keys purge-retired`. Its tokens are refused by both within about a
+    // second, although both had verified (and cached) this one; the new key's still work.
+    let purged = cli(a.dir(), &url, &["keys", "purge-retired"], None);
+    purged.assert_ok();
+    assert!(
+        purged.stderr.contains("deleted 1 retired signing keys"),
+        "{purged:?}"
+    );
+    within(PROPAGATION, "the purge reaches A and B", || async {
+        a.get("/api/me/", Some(&bearer(&old_access))).await.status == 401
+            && b.get("/api/me/", Some(&bearer(&old_access))).await.status == 401
+    })
+    .await;
+    let refused = b.get("/api/me/", Some(&bearer(&old_access))).await;
+    refused.assert(
+        401,
+        Some("Token"),
+        &json!({
+            "detail": "Given token not valid for any token type",
+            "code": "token_not_valid",
+            "messages": [{
+                "token_class": "AccessToken",
+                "token_type": "access",
+                "message": "Token is invalid",
+            }],
+        }),
+    );
+    for server in [&a, &b] {
+        assert_eq!(
+            server
+                .get("/api/me/", Some(&bearer(&new_access)))
+                .await
+                .status,
+            200
+        );
+    }
 }
 
 /// `host:port` of a `postgres://[user@]host[:port]/…` URL.

@@ -213,3 +213,96 @@ async fn jwt_obtain_is_login_throttled() {
         assert_eq!(reply.json, throttled_body(&reply).1, "{path}");
     }
 }
+
+/// `GET /api/ping/` from the local address `from` (a loopback alias), with `X-Forwarded-For`.
+async fn ping_from(server: &Server, from: &str, forwarded: Option<&str>) -> Reply {
+    let client = reqwest::Client::builder()
+        .local_address(from.parse::<std::net::IpAddr>().unwrap())
+        .build()
+        .unwrap();
+    let mut request = client.get(server.url("/api/ping/"));
+    if let Some(value) = forwarded {
+        request = request.header("x-forwarded-for", value);
+    }
+    Reply::read(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn forwarded_for_counts_only_from_trusted_proxies() {
+    // 127.0.0.1 is a trusted proxy; 127.0.0.2 (another loopback address) is not.
+    let server = Server::start_with_env(&[
+        ("RESTGUARD_THROTTLE__ANON", "2/m"),
+        (
+            "RESTGUARD_SERVER__TRUSTED_PROXIES",
+            "127.0.0.1/32, 10.0.0.0/8",
+        ),
+    ]);
+    let ok = json!({"ok": true});
+
+    // An untrusted peer cannot choose its address: every spoofed value counts against it.
+    for forged in ["198.51.100.1", "198.51.100.2"] {
+        let reply = ping_from(&server, "127.0.0.2", Some(forged)).await;
+        assert_eq!(
+            (reply.status.as_u16(), &reply.json),
+            (200, &ok),
+            "{reply:?}"
+        );
+    }
+    let reply = ping_from(&server, "127.0.0.2", Some("198.51.100.3")).await;
+    reply.assert_status(429, None);
+    assert_eq!(reply.json, throttled_body(&reply).1);
+
+    // Through the trusted proxy, the client is the right-most address that is not a trusted
+    // proxy; what the client put further left changes nothing.
+    for forwarded in ["6.6.6.6, 198.51.100.1", "7.7.7.7, 198.51.100.1, 10.0.0.5"] {
+        let reply = ping_from(&server, "127.0.0.1", Some(forwarded)).await;
+        assert_eq!(
+            (reply.status.as_u16(), &reply.json),
+            (200, &ok),
+            "{reply:?}"
+        );
+    }
+    let reply = ping_from(&server, "127.0.0.1", Some("8.8.8.8, 198.51.100.1")).await;
+    reply.assert_status(429, None);
+    // Another client behind the proxy has its own budget …
+    let reply = ping_from(&server, "127.0.0.1", Some("198.51.100.2")).await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    // … and the untrusted peer reported by the proxy is the same client as before: throttled.
+    ping_from(&server, "127.0.0.1", Some("127.0.0.2"))
+        .await
+        .assert_status(429, None);
+}
+
+#[tokio::test]
+async fn trusted_proxies_errors_name_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (env, expected) in [
+        (
+            vec![("RESTGUARD_SERVER__TRUSTED_PROXIES", "10.0.0.0/33")],
+            "10.0.0.0/33",
+        ),
+        (
+            vec![(
+                "RESTGUARD_SERVER__TRUSTED_PROXIES",
+                "[\"10.0.0.0/8\", \"proxy.local\"]",
+            )],
+            "proxy.local",
+        ),
+        (
+            vec![
+                ("RESTGUARD_SERVER__TRUSTED_PROXIES", "10.0.0.0/8"),
+                ("RESTGUARD_THROTTLE__NUM_PROXIES", "1"),
+            ],
+            "throttle.num_proxies",
+        ),
+    ] {
+        let out = cli_in(dir.path(), &["serve", "--bind", "127.0.0.1:0"], None, &env);
+        let message = out.assert_one_line_error();
+        // Keys from the environment are named as the variable spells them.
+        assert!(
+            message.to_lowercase().contains("server.trusted_proxies"),
+            "{message}"
+        );
+        assert!(message.contains(expected), "{message}");
+    }
+}

@@ -1920,3 +1920,60 @@ pub async fn oauth_delete_expired_and_cascades<S: Backend>(
     assert!(store.oauth_token_by_digest(&digest(3)).await?.is_none());
     Ok(())
 }
+
+/// The [`InvalidationBus`](restguard_core::invalidation::InvalidationBus) check, for every
+/// bus implementation: what `publisher` publishes reaches a handler subscribed on
+/// `subscriber` (another handle on the same bus: a clone in process, another connection for
+/// Redis), every kind of event, in order. Subscriptions may take a moment to be in place, so
+/// a probe is published until it arrives (at most 5 s).
+pub async fn invalidation_bus_delivers(
+    publisher: Arc<dyn restguard_core::invalidation::InvalidationBus>,
+    subscriber: Arc<dyn restguard_core::invalidation::InvalidationBus>,
+) -> Result<(), StoreError> {
+    use restguard_core::invalidation::Invalidation;
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = seen.clone();
+    subscriber.subscribe(Arc::new(move |event| {
+        sink.lock().unwrap_or_else(|p| p.into_inner()).push(event);
+    }));
+    let probe = Invalidation::User(UserId(-1));
+    let received = |event: Invalidation| {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&event)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !received(probe) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the subscriber never received the probe"
+        );
+        publisher.publish(probe).await?;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let events = [
+        Invalidation::User(UserId(7)),
+        Invalidation::Digest(SecretDigest([0xab; 32])),
+        Invalidation::All,
+    ];
+    for event in events {
+        publisher.publish(event).await?;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let got: Vec<Invalidation> = seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .filter(|e| *e != probe)
+            .collect();
+        if got.len() >= events.len() {
+            assert_eq!(got[..events.len()], events);
+            return Ok(());
+        }
+        assert!(std::time::Instant::now() < deadline, "only {got:?} arrived");
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+}

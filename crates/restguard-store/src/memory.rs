@@ -22,7 +22,10 @@ use time::OffsetDateTime;
 
 use crate::timestamp::truncate;
 
+mod invalidation;
 mod oauth;
+
+pub use invalidation::MemoryInvalidationBus;
 
 /// In-memory users, tokens and secrets, for tests, demos and single-process development.
 ///

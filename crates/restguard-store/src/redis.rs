@@ -1,5 +1,6 @@
 //! Redis: shared throttle counters ([`RedisThrottleStore`]) so that several restguard
-//! instances enforce one limit in total, and browser sessions ([`RedisSessionStore`]).
+//! instances enforce one limit in total, browser sessions ([`RedisSessionStore`]), and cache
+//! invalidations between instances ([`RedisInvalidationBus`]).
 //!
 //! Each window is a sorted set of event times (microseconds, from the Redis server's clock so
 //! that instances with skewed clocks agree) under `<prefix><key>`; one Lua script trims,
@@ -23,7 +24,9 @@ use async_trait::async_trait;
 use restguard_core::{rate::Rate, store::StoreError, throttle::ThrottleStore};
 use tokio::sync::OnceCell;
 
+mod invalidation;
 mod sessions;
+pub use invalidation::RedisInvalidationBus;
 pub use sessions::RedisSessionStore;
 
 /// The sliding-window script. `KEYS[1]`: the window; `ARGV`: period (µs), limit, mode
@@ -152,6 +155,22 @@ impl Connection {
             .await
             .map_err(StoreError::unavailable)?
             .map_err(map_err)
+    }
+
+    /// `PUBLISH channel payload`, bounded by the timeout.
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<(), StoreError> {
+        let mut manager = self.manager().await?;
+        tokio::time::timeout(
+            self.timeout,
+            ::redis::cmd("PUBLISH")
+                .arg(channel)
+                .arg(payload)
+                .query_async::<i64>(&mut manager),
+        )
+        .await
+        .map_err(StoreError::unavailable)?
+        .map_err(map_err)?;
+        Ok(())
     }
 
     /// `PING`, bounded by the timeout.

@@ -124,3 +124,67 @@ async fn prefixes_are_separate() {
     assert_eq!(b[0].hit("k", r).await.unwrap(), None);
     assert!(a[0].hit("k", r).await.unwrap().is_some());
 }
+
+#[tokio::test]
+async fn redis_invalidation_bus_conformance() {
+    use restguard_core::invalidation::InvalidationBus as _;
+    use restguard_store::redis::RedisInvalidationBus;
+    let Some(url) = service_url(REDIS_URL_VAR, "redis invalidation bus") else {
+        return;
+    };
+    let guard = RedisPrefix::new(&url);
+    let options = RedisOptions::default()
+        .key_prefix(guard.prefix().to_owned())
+        .timeout(Duration::from_secs(2));
+    // Two buses, two connections: as two instances.
+    let publisher = RedisInvalidationBus::new(&url, &options).expect("redis url");
+    let subscriber = RedisInvalidationBus::new(&url, &options).expect("redis url");
+    restguard_store::conformance::invalidation_bus_delivers(
+        Arc::new(publisher),
+        Arc::new(subscriber),
+    )
+    .await
+    .unwrap();
+    // Another prefix (another deployment) hears nothing of it: channels are prefixed.
+    let other = RedisInvalidationBus::new(
+        &url,
+        &options
+            .clone()
+            .key_prefix(format!("{}other:", guard.prefix())),
+    )
+    .expect("redis url");
+    let heard = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = heard.clone();
+    other.subscribe(Arc::new(move |event| {
+        if event != restguard_core::invalidation::Invalidation::All {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let publisher = RedisInvalidationBus::new(&url, &options).expect("redis url");
+    for _ in 0..3 {
+        publisher
+            .publish(restguard_core::invalidation::Invalidation::User(
+                restguard_core::UserId(1),
+            ))
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(heard.load(std::sync::atomic::Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn redis_invalidation_bus_outage_is_an_unavailable_error() {
+    use restguard_core::invalidation::{Invalidation, InvalidationBus};
+    use restguard_store::redis::RedisInvalidationBus;
+    // Nothing listens on port 1: publishing fails fast as unavailable, never panics.
+    let bus = RedisInvalidationBus::new(
+        "redis://127.0.0.1:1/",
+        &RedisOptions::default().timeout(Duration::from_millis(300)),
+    )
+    .expect("url");
+    bus.subscribe(Arc::new(|_| {}));
+    let error = bus.publish(Invalidation::All).await.unwrap_err();
+    assert!(error.is_unavailable(), "{error:?}");
+}

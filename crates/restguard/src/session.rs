@@ -47,6 +47,7 @@ use http::{request::Parts, HeaderMap, HeaderValue};
 use restguard_core::{
     authenticator::{Authenticator, Outcome, RequestContext},
     identity::{AuthInfo, Identity, Scheme, User, UserId},
+    invalidation::{Invalidation, InvalidationBus},
     secret::SecretString,
     store::{NewSession, SecretDigest, SessionId, SessionRecord, SessionStore, StoreError, Stores},
     Rejection,
@@ -135,6 +136,16 @@ struct Inner {
     digester: SecretDigester,
     settings: SessionSettings,
     cache: Option<moka::sync::Cache<SecretDigest, Arc<CachedSession>>>,
+    /// Where ended sessions are announced to other instances, when attached.
+    bus: crate::invalidation::BusLink,
+}
+
+impl Inner {
+    fn drop_cached(&self, event: Invalidation) {
+        if let Some(cache) = &self.cache {
+            crate::invalidation::drop_from(cache, event, |cached| cached.user.id);
+        }
+    }
 }
 
 /// Starts, checks, lists and ends sessions. Cheap to clone.
@@ -188,8 +199,16 @@ impl SessionService {
                 digester,
                 settings,
                 cache,
+                bus: crate::invalidation::BusLink::default(),
             }),
         }
+    }
+
+    /// Announces ended sessions on `bus` and drops what other instances announce there, so
+    /// a session ended anywhere is refused here at once, not after the cache lifetime.
+    pub fn with_invalidations(self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.inner.bus.attach(bus, &self.inner, Inner::drop_cached);
+        self
     }
 
     /// A service over the session store of `stores`, with the shared digest key.
@@ -357,6 +376,10 @@ impl SessionService {
         let ended = self.inner.store.delete_session(user_id, id).await?;
         if let Some(record) = &ended {
             self.forget(&record.digest);
+            self.inner
+                .bus
+                .publish(Invalidation::Digest(record.digest))
+                .await;
         }
         Ok(ended.is_some())
     }
@@ -385,22 +408,20 @@ impl SessionService {
         for record in &ended {
             self.forget(&record.digest);
         }
+        if !ended.is_empty() {
+            self.inner.bus.publish(Invalidation::User(user_id)).await;
+        }
         Ok(ended.len())
     }
 
     /// Drops every cached check for the user (after a password change, deactivation or role
     /// change made through another service), so the next request reads the store.
     pub fn forget_user(&self, user_id: UserId) {
-        if let Some(cache) = &self.inner.cache {
-            // Invalidation closures only fail when not enabled, and the builder enables them.
-            let _ = cache.invalidate_entries_if(move |_, cached| cached.user.id == user_id);
-        }
+        self.inner.drop_cached(Invalidation::User(user_id));
     }
 
     fn forget(&self, digest: &SecretDigest) {
-        if let Some(cache) = &self.inner.cache {
-            cache.invalidate(digest);
-        }
+        self.inner.drop_cached(Invalidation::Digest(*digest));
     }
 
     /// `Set-Cookie` for a started session: `HttpOnly`, `Max-Age` = `max_age`, `Path=/`,

@@ -276,6 +276,10 @@ impl RateThrottle {
 
 #[async_trait]
 impl Throttle for RateThrottle {
+    fn scope(&self) -> &str {
+        RateThrottle::scope(self)
+    }
+
     async fn allow_request(
         &self,
         request: &ThrottleRequest<'_>,

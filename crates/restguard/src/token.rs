@@ -14,6 +14,7 @@ use http::HeaderValue;
 use restguard_core::{
     authenticator::{Authenticator, Credentials, Outcome, RequestContext},
     identity::{AuthInfo, Identity, Scheme, User, UserId},
+    invalidation::{Invalidation, InvalidationBus},
     secret::SecretString,
     store::{ApiToken, NewApiToken, SecretDigest, StoreError, Stores, TokenId, TokenStore},
     AuthError,
@@ -62,6 +63,16 @@ struct Inner {
     digester: SecretDigester,
     /// `None` when caching is off: every check reads the store.
     cache: Option<moka::sync::Cache<SecretDigest, Arc<CachedToken>>>,
+    /// Where revocations are announced to other instances, when attached.
+    bus: crate::invalidation::BusLink,
+}
+
+impl Inner {
+    fn drop_cached(&self, event: Invalidation) {
+        if let Some(cache) = &self.cache {
+            crate::invalidation::drop_from(cache, event, |cached| cached.user.id);
+        }
+    }
 }
 
 /// Issues, checks, lists, rotates and revokes API tokens. Cheap to clone.
@@ -100,8 +111,16 @@ impl TokenService {
                 store,
                 digester,
                 cache,
+                bus: crate::invalidation::BusLink::default(),
             }),
         }
+    }
+
+    /// Announces revocations on `bus` and drops what other instances announce there, so a
+    /// token revoked anywhere is refused here at once, not after the cache lifetime.
+    pub fn with_invalidations(self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.inner.bus.attach(bus, &self.inner, Inner::drop_cached);
+        self
     }
 
     /// A service over the token store of `stores`, with the shared digest key and a 1 s cache.
@@ -240,6 +259,10 @@ impl TokenService {
         let revoked = self.inner.store.revoke_token(user_id, id).await?;
         if let Some(token) = &revoked {
             self.forget(&token.digest);
+            self.inner
+                .bus
+                .publish(Invalidation::Digest(token.digest))
+                .await;
         }
         Ok(revoked.is_some())
     }
@@ -251,6 +274,7 @@ impl TokenService {
             self.forget(&token.digest);
         }
         self.forget_user(user_id);
+        self.inner.bus.publish(Invalidation::User(user_id)).await;
         Ok(revoked.len())
     }
 
@@ -270,22 +294,21 @@ impl TokenService {
             return Ok(None);
         };
         self.forget(&old.digest);
+        self.inner
+            .bus
+            .publish(Invalidation::Digest(old.digest))
+            .await;
         Ok(Some(IssuedToken { token: new, key }))
     }
 
     /// Drops every cached check for the user (after a password change or deactivation made
     /// through another service).
     pub fn forget_user(&self, user_id: UserId) {
-        if let Some(cache) = &self.inner.cache {
-            // Invalidation closures only fail when not enabled, and the builder enables them.
-            let _ = cache.invalidate_entries_if(move |_, cached| cached.user.id == user_id);
-        }
+        self.inner.drop_cached(Invalidation::User(user_id));
     }
 
     fn forget(&self, digest: &SecretDigest) {
-        if let Some(cache) = &self.inner.cache {
-            cache.invalidate(digest);
-        }
+        self.inner.drop_cached(Invalidation::Digest(*digest));
     }
 }
 

@@ -6,7 +6,7 @@ use std::{
     fmt,
     str::FromStr,
     sync::{
-        atomic::{AtomicI64, Ordering},
+        atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering},
         Arc, RwLock,
     },
     time::Duration,
@@ -436,18 +436,31 @@ pub(crate) enum KeySource {
     },
 }
 
-/// How often keys are re-read from the store (to pick up `keys rotate` from another process).
-pub(crate) const KEY_RELOAD_INTERVAL: Duration = Duration::from_secs(30);
+/// How often every process re-reads the stored keys (one small query), so a key rotated or
+/// removed by another process (`restguard keys rotate`, `keys purge-retired`) is in use
+/// everywhere within this long. The request path never waits for the store.
+pub(crate) const KEY_POLL_INTERVAL: Duration = Duration::from_secs(1);
+/// Extra time a retired key keeps verifying beyond the longest token lifetime: covers
+/// instances that signed with it a moment after the rotation, and clocks that disagree.
+pub(crate) const ROTATION_MARGIN: Duration = Duration::from_secs(60);
 /// Least time between two reloads caused by unknown `kid`s (so junk tokens cannot hammer the
 /// database).
 const UNKNOWN_KID_RELOAD_INTERVAL: Duration = Duration::from_secs(5);
 
-/// The current [`KeySet`], reloaded from the store now and then.
+/// Which keys a [`KeySet`] was built from: `(kid, signs)` in store order. Two polls that
+/// give the same fingerprint keep the loaded keys (no PEM parsing once a second).
+type Fingerprint = Vec<(String, bool)>;
+
+/// The current [`KeySet`], kept in step with the store by a background task.
 pub(crate) struct KeyRing {
     source: KeySource,
-    current: RwLock<Arc<KeySet>>,
-    loaded_at: AtomicI64,
+    current: RwLock<(Arc<KeySet>, Fingerprint)>,
+    /// Bumped whenever a key stops verifying, so caches of verified tokens know to check
+    /// them again.
+    generation: AtomicU64,
     unknown_kid_reload_at: AtomicI64,
+    /// Whether the last poll failed (to log an outage once, not once a second).
+    poll_failing: AtomicBool,
 }
 
 fn now_s() -> i64 {
@@ -455,41 +468,90 @@ fn now_s() -> i64 {
 }
 
 impl KeyRing {
-    pub(crate) async fn new(source: KeySource) -> Result<Self, KeyError> {
-        let set = match &source {
-            KeySource::Configured(set) => set.clone(),
+    /// Loads the keys (creating the first stored one when there is none) and, for stored
+    /// keys, starts the task that re-reads them every [`KEY_POLL_INTERVAL`] for as long as
+    /// the ring is alive.
+    pub(crate) async fn start(source: KeySource) -> Result<Arc<Self>, KeyError> {
+        let (set, fingerprint) = match &source {
+            KeySource::Configured(set) => (set.clone(), Vec::new()),
             KeySource::Stored {
                 store,
                 algorithm,
                 verify_window,
-            } => Arc::new(load_stored(store.as_ref(), *algorithm, *verify_window, true).await?),
+            } => {
+                let (set, fingerprint) =
+                    load_stored(store.as_ref(), *algorithm, *verify_window, true, None).await?;
+                (
+                    Arc::new(set.ok_or_else(no_active_key(*algorithm))?),
+                    fingerprint,
+                )
+            }
         };
-        Ok(Self {
+        let ring = Arc::new(Self {
             source,
-            current: RwLock::new(set),
-            loaded_at: AtomicI64::new(now_s()),
+            current: RwLock::new((set, fingerprint)),
+            generation: AtomicU64::new(0),
             unknown_kid_reload_at: AtomicI64::new(0),
-        })
+            poll_failing: AtomicBool::new(false),
+        });
+        if matches!(ring.source, KeySource::Stored { .. }) {
+            let weak = Arc::downgrade(&ring);
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(KEY_POLL_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                tick.tick().await;
+                loop {
+                    tick.tick().await;
+                    // Ends with the ring (the service was dropped).
+                    let Some(ring) = weak.upgrade() else { break };
+                    ring.poll().await;
+                }
+            });
+        }
+        Ok(ring)
     }
 
     /// The keys now (cheap: one `Arc` clone).
     pub(crate) fn current(&self) -> Arc<KeySet> {
         match self.current.read() {
-            Ok(set) => set.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
+            Ok(current) => current.0.clone(),
+            Err(poisoned) => poisoned.into_inner().0.clone(),
         }
     }
 
-    fn replace(&self, set: KeySet) {
-        let set = Arc::new(set);
-        match self.current.write() {
-            Ok(mut current) => *current = set,
-            Err(poisoned) => *poisoned.into_inner() = set,
-        }
-        self.loaded_at.store(now_s(), Ordering::Relaxed);
+    /// Changes whenever a key stops verifying (one atomic load).
+    pub(crate) fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
-    /// Re-reads the stored keys (never generates one).
+    fn fingerprint(&self) -> Fingerprint {
+        match self.current.read() {
+            Ok(current) => current.1.clone(),
+            Err(poisoned) => poisoned.into_inner().1.clone(),
+        }
+    }
+
+    fn replace(&self, set: KeySet, fingerprint: Fingerprint) {
+        let removed = {
+            let mut current = match self.current.write() {
+                Ok(current) => current,
+                Err(poisoned) => poisoned.into_inner(),
+            };
+            let removed = current
+                .0
+                .verifying
+                .keys()
+                .any(|kid| !set.verifying.contains_key(kid));
+            *current = (Arc::new(set), fingerprint);
+            removed
+        };
+        if removed {
+            self.generation.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    /// Re-reads the stored keys (never generates one); keeps the loaded keys when nothing
+    /// changed.
     pub(crate) async fn reload(&self) -> Result<(), KeyError> {
         if let KeySource::Stored {
             store,
@@ -497,42 +559,46 @@ impl KeyRing {
             verify_window,
         } = &self.source
         {
-            let set = load_stored(store.as_ref(), *algorithm, *verify_window, false).await?;
-            self.replace(set);
+            let known = self.fingerprint();
+            let (set, fingerprint) = load_stored(
+                store.as_ref(),
+                *algorithm,
+                *verify_window,
+                false,
+                Some(&known),
+            )
+            .await?;
+            if let Some(set) = set {
+                tracing::info!(
+                    algorithm = %algorithm,
+                    signing_kid = %set.signing.kid,
+                    verifying = set.verifying.len(),
+                    "JWT signing keys changed in the store; now in use"
+                );
+                self.replace(set, fingerprint);
+            }
         }
         Ok(())
     }
 
-    /// Starts a background reload when the keys are older than [`KEY_RELOAD_INTERVAL`].
-    pub(crate) fn maybe_reload_in_background(self: &Arc<Self>) {
-        if matches!(self.source, KeySource::Configured(_)) {
-            return;
-        }
-        let now = now_s();
-        let last = self.loaded_at.load(Ordering::Relaxed);
-        if now - last < KEY_RELOAD_INTERVAL.as_secs() as i64 {
-            return;
-        }
-        // Claim this reload; concurrent callers see the new stamp and skip.
-        if self
-            .loaded_at
-            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
-            return;
-        }
-        if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            let ring = self.clone();
-            handle.spawn(async move {
-                if let Err(e) = ring.reload().await {
-                    tracing::warn!(error = %e, "could not reload JWT signing keys");
+    /// One background poll: reload, logging an outage once and its end once.
+    async fn poll(&self) {
+        match self.reload().await {
+            Ok(()) => {
+                if self.poll_failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!("JWT signing keys readable again");
                 }
-            });
+            }
+            Err(e) => {
+                if !self.poll_failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(error = %e, "could not re-read JWT signing keys; using the loaded ones");
+                }
+            }
         }
     }
 
-    /// Reloads at once after an unknown `kid` (a key rotated by another process), at most
-    /// every few seconds. Returns whether it reloaded.
+    /// Reloads at once after an unknown `kid` (a key rotated by another process less than a
+    /// poll ago), at most every few seconds. Returns whether it reloaded.
     pub(crate) async fn reload_for_unknown_kid(&self) -> bool {
         if matches!(self.source, KeySource::Configured(_)) {
             return false;
@@ -557,6 +623,15 @@ impl KeyRing {
     }
 }
 
+fn no_active_key(algorithm: JwtAlgorithm) -> impl FnOnce() -> KeyError {
+    move || {
+        invalid(
+            algorithm,
+            "no active signing key in the store (run `restguard keys rotate`)",
+        )
+    }
+}
+
 /// A key set of exactly one configured key.
 pub(crate) fn configured_set(key: &SigningKey) -> Result<KeySet, KeyError> {
     Ok(KeySet::new(
@@ -565,12 +640,15 @@ pub(crate) fn configured_set(key: &SigningKey) -> Result<KeySet, KeyError> {
     ))
 }
 
+/// The key set the store describes, or `None` when it has the fingerprint `known` (nothing
+/// changed). Keys of `algorithm` that are active, or retired less than `verify_window` ago.
 async fn load_stored(
     store: &dyn SigningKeyStore,
     algorithm: JwtAlgorithm,
     verify_window: Duration,
     create_if_missing: bool,
-) -> Result<KeySet, KeyError> {
+    known: Option<&Fingerprint>,
+) -> Result<(Option<KeySet>, Fingerprint), KeyError> {
     let mut keys = store.signing_keys().await?;
     let active = |keys: &[SigningKey]| {
         keys.iter()
@@ -583,29 +661,36 @@ async fn load_stored(
         keys = store.signing_keys().await?;
     }
     let now = OffsetDateTime::now_utc();
+    let in_use: Vec<&SigningKey> = keys
+        .iter()
+        .filter(|k| k.algorithm == algorithm.as_str())
+        .filter(|k| {
+            k.retired_at
+                .is_none_or(|retired| retired + verify_window > now)
+        })
+        .collect();
+    let fingerprint: Fingerprint = in_use
+        .iter()
+        .map(|k| (k.kid.clone(), k.retired_at.is_none()))
+        .collect();
+    if known == Some(&fingerprint) {
+        return Ok((None, fingerprint));
+    }
     let mut signing = None;
     let mut others = Vec::new();
-    for key in keys.iter().filter(|k| k.algorithm == algorithm.as_str()) {
-        match key.retired_at {
+    for key in in_use {
+        let loaded = Arc::new(LoadedKey::from_record(key)?);
+        if key.retired_at.is_none() {
             // Oldest first: the last active key is the newest.
-            None => {
-                if let Some(previous) = signing.replace(Arc::new(LoadedKey::from_record(key)?)) {
-                    others.push(previous);
-                }
+            if let Some(previous) = signing.replace(loaded) {
+                others.push(previous);
             }
-            Some(retired) if retired + verify_window > now => {
-                others.push(Arc::new(LoadedKey::from_record(key)?));
-            }
-            Some(_) => {}
+        } else {
+            others.push(loaded);
         }
     }
-    let signing = signing.ok_or_else(|| {
-        invalid(
-            algorithm,
-            "no active signing key in the store (run `restguard keys rotate`)",
-        )
-    })?;
-    Ok(KeySet::new(signing, others))
+    let signing = signing.ok_or_else(no_active_key(algorithm))?;
+    Ok((Some(KeySet::new(signing, others)), fingerprint))
 }
 
 /// Adds a new signing key for `algorithm` and retires the current one, which keeps verifying

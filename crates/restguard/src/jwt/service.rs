@@ -4,6 +4,7 @@ use std::{sync::Arc, time::Duration};
 
 use restguard_core::{
     identity::{AuthInfo, Identity, Scheme, User, UserId},
+    invalidation::{Invalidation, InvalidationBus},
     secret::SecretString,
     store::{
         FamilyId, JwtStore, NewRefreshToken, RefreshUse, SecretDigest, SigningKeyStore, StoreError,
@@ -15,7 +16,7 @@ use time::OffsetDateTime;
 
 use super::{
     codec::{self, Expect, KeyLookup, Verified},
-    keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, KEY_RELOAD_INTERVAL},
+    keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, ROTATION_MARGIN},
     JwtError, TokenProblem, TokenType,
 };
 use crate::digest::{ordered_id, SecretDigester, LOCATOR_LEN};
@@ -95,13 +96,13 @@ impl std::fmt::Debug for JwtSettings {
 
 impl JwtSettings {
     /// How long a retired key keeps verifying: the longest token lifetime, plus leeway, plus
-    /// the time other instances may take to notice the rotation.
+    /// a minute for instances that signed with it just after the rotation and for clock skew.
     pub fn verify_window(&self) -> Duration {
         self.access_token_lifetime
             .max(self.refresh_token_lifetime)
             .max(self.sliding_token_refresh_lifetime)
             + self.leeway
-            + 2 * KEY_RELOAD_INTERVAL
+            + ROTATION_MARGIN
     }
 }
 
@@ -146,10 +147,26 @@ struct Inner {
     /// Sliding-token `jti` digests known not to be blacklisted.
     not_blacklisted: moka::sync::Cache<SecretDigest, ()>,
     /// Access and sliding tokens whose signature and claims already checked out, by the
-    /// exact token text: a client presents the same access token for minutes, and
-    /// asymmetric verification costs tens of microseconds. Time claims are re-checked on
-    /// every hit; user checks are never cached here.
-    verified: moka::sync::Cache<String, Arc<Verified>>,
+    /// exact token text, with the key ring's generation at the time: a client presents the
+    /// same access token for minutes, and asymmetric verification costs tens of
+    /// microseconds. Time claims are re-checked on every hit, and the signature again once a
+    /// key has stopped verifying (the generation moved); user checks are never cached here.
+    verified: moka::sync::Cache<String, (Arc<Verified>, u64)>,
+    /// Where blacklisted sliding tokens are announced, and user changes heard, when attached.
+    bus: crate::invalidation::BusLink,
+}
+
+impl Inner {
+    fn drop_cached(&self, event: Invalidation) {
+        match event {
+            Invalidation::User(user_id) => self.user_cache.invalidate(&user_id),
+            Invalidation::Digest(digest) => self.not_blacklisted.invalidate(&digest),
+            _ => {
+                self.user_cache.invalidate_all();
+                self.not_blacklisted.invalidate_all();
+            }
+        }
+    }
 }
 
 /// How long a verified token is remembered (its `exp` is still checked on every use).
@@ -238,7 +255,7 @@ impl JwtService {
                 verify_window: settings.verify_window(),
             },
         };
-        let keys = Arc::new(KeyRing::new(source).await?);
+        let keys = KeyRing::start(source).await?;
         let ttl = settings.user_cache_ttl;
         let capacity = if ttl.is_zero() { 0 } else { 100_000 };
         let ttl = ttl.max(Duration::from_millis(1));
@@ -260,6 +277,7 @@ impl JwtService {
                     .max_capacity(VERIFIED_CACHE_CAPACITY)
                     .time_to_live(VERIFIED_CACHE_TTL)
                     .build(),
+                bus: crate::invalidation::BusLink::default(),
                 settings,
             }),
         })
@@ -273,11 +291,12 @@ impl JwtService {
     /// The JWKS document: every verification key for asymmetric algorithms, `{"keys": []}`
     /// for HMAC (secrets are never published).
     pub fn jwks(&self) -> Value {
-        self.inner.keys.maybe_reload_in_background();
         self.inner.keys.current().jwks.clone()
     }
 
-    /// Re-reads the signing keys from the store now (after `restguard keys rotate`).
+    /// Re-reads the signing keys from the store now (every running service also does so on
+    /// its own once a second, so another process's `restguard keys rotate` is in use here
+    /// within about a second).
     pub async fn reload_keys(&self) -> Result<(), KeyError> {
         self.inner.keys.reload().await
     }
@@ -285,6 +304,14 @@ impl JwtService {
     /// The `kid` that signs new tokens.
     pub fn signing_kid(&self) -> String {
         self.inner.keys.current().signing.kid.clone()
+    }
+
+    /// Drops what other instances announce on `bus` (a user's password change, deactivation
+    /// or deletion: the per-user "valid after" check is read again at once) and announces
+    /// blacklisted sliding tokens there.
+    pub fn with_invalidations(self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.inner.bus.attach(bus, &self.inner, Inner::drop_cached);
+        self
     }
 
     /// Drops the cached user (after a password change or deactivation made in this process).
@@ -409,7 +436,6 @@ impl JwtService {
     /// Verifies signature and claims, expecting one of `types`.
     async fn decode(&self, token: &str, types: &[TokenType]) -> Result<Verified, TokenProblem> {
         let ring = &self.inner.keys;
-        ring.maybe_reload_in_background();
         let settings = &self.inner.settings;
         let expect = Expect {
             types,
@@ -466,8 +492,14 @@ impl JwtService {
 
     /// The identity for a request bearing an access (or sliding) token.
     pub async fn authenticate(&self, token: &str) -> Result<Identity, (TokenType, JwtError)> {
-        let verified = match self.inner.verified.get(token) {
-            Some(hit) => {
+        let generation = self.inner.keys.generation();
+        let verified = match self
+            .inner
+            .verified
+            .get(token)
+            .filter(|(_, checked_at)| *checked_at == generation)
+        {
+            Some((hit, _)) => {
                 let now_s = now().unix_timestamp();
                 if hit.exp <= now_s.saturating_sub(secs(self.inner.settings.leeway)) {
                     self.inner.verified.invalidate(token);
@@ -483,7 +515,7 @@ impl JwtService {
                 );
                 self.inner
                     .verified
-                    .insert(token.to_owned(), verified.clone());
+                    .insert(token.to_owned(), (verified.clone(), generation));
                 verified
             }
         };
@@ -643,6 +675,7 @@ impl JwtService {
             return Err(TokenProblem::Blacklisted.into());
         }
         self.inner.not_blacklisted.invalidate(&digest);
+        self.inner.bus.publish(Invalidation::Digest(digest)).await;
         Ok(())
     }
 

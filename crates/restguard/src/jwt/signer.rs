@@ -13,7 +13,8 @@ use super::{
 };
 
 /// Signs claims with the newest stored key of one algorithm (generated and persisted on first
-/// use, rotated by `restguard keys rotate`, like the JWT scheme's keys) and publishes the
+/// use, rotated by `restguard keys rotate` and picked up within a second, like the JWT
+/// scheme's keys) and publishes the
 /// public keys as a JWKS. Cheap to clone.
 ///
 /// ```no_run
@@ -52,16 +53,13 @@ impl ClaimsSigner {
                 reason: "claims for third parties need an asymmetric algorithm".into(),
             });
         }
-        let ring = KeyRing::new(KeySource::Stored {
+        let ring = KeyRing::start(KeySource::Stored {
             store,
             algorithm,
             verify_window,
         })
         .await?;
-        Ok(Self {
-            ring: Arc::new(ring),
-            algorithm,
-        })
+        Ok(Self { ring, algorithm })
     }
 
     /// The algorithm.
@@ -71,7 +69,6 @@ impl ClaimsSigner {
 
     /// Signs `claims` (header `{"alg","kid","typ":"JWT"}`).
     pub fn sign(&self, claims: &Value) -> Result<String, KeyError> {
-        self.ring.maybe_reload_in_background();
         let keys = self.ring.current();
         codec::sign(claims, &keys.signing).map_err(|e| KeyError::Invalid {
             algorithm: self.algorithm,
@@ -81,7 +78,6 @@ impl ClaimsSigner {
 
     /// The public keys (`{"keys": [...]}`), newest first.
     pub fn jwks(&self) -> Value {
-        self.ring.maybe_reload_in_background();
         self.ring.current().jwks.clone()
     }
 }

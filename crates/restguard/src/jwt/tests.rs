@@ -929,6 +929,68 @@ async fn unknown_kid_from_another_instances_rotation_is_picked_up() {
     f.service.verify(&token).await.unwrap();
 }
 
+/// Polls `probe` every 20 ms for at most `limit`.
+async fn eventually(limit: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let started = std::time::Instant::now();
+    while started.elapsed() < limit {
+        if probe() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    probe()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotation_and_purge_by_another_process_are_picked_up_without_reload_calls() {
+    let f = fixture_with(JwtSettings {
+        algorithm: JwtAlgorithm::EdDSA,
+        ..JwtSettings::default()
+    })
+    .await;
+    let old_kid = f.service.signing_kid();
+    let old = f.service.access_token(&f.alice).await.unwrap();
+    // Verified once: now in the verified-token cache.
+    f.service.authenticate(&old).await.unwrap();
+    // Another process rotates: this service signs with the new key on its own.
+    let new_key = rotate_signing_key(f.stores.signing_keys.as_ref(), JwtAlgorithm::EdDSA)
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || f.service.signing_kid()
+            == new_key.kid)
+        .await,
+        "the background poll did not pick up the new key"
+    );
+    assert_ne!(old_kid, new_key.kid);
+    // The retired key still verifies (its tokens are alive), cached or not.
+    f.service.authenticate(&old).await.unwrap();
+    f.service.verify(&old).await.unwrap();
+    assert_eq!(f.service.jwks()["keys"].as_array().unwrap().len(), 2);
+    // Purged (`restguard keys purge-retired`): refused, although it was cached as verified.
+    f.stores
+        .signing_keys
+        .delete_retired_signing_keys(OffsetDateTime::now_utc())
+        .await
+        .unwrap();
+    assert!(
+        eventually(Duration::from_secs(3), || f.service.jwks()["keys"]
+            .as_array()
+            .is_some_and(|k| k.len() == 1))
+        .await,
+        "the background poll did not drop the purged key"
+    );
+    let (token_type, error) = f.service.authenticate(&old).await.unwrap_err();
+    assert_eq!(token_type, TokenType::Access);
+    assert!(
+        matches!(error, JwtError::Token(TokenProblem::Invalid)),
+        "{error:?}"
+    );
+    // Tokens of the new key keep working.
+    let fresh = f.service.access_token(&f.alice).await.unwrap();
+    f.service.authenticate(&fresh).await.unwrap();
+}
+
 #[tokio::test]
 async fn configured_keys_are_validated() {
     assert!(configured_key(JwtAlgorithm::HS256, "short").is_err());

@@ -320,7 +320,7 @@ pub(crate) async fn set_active(
     {
         return Err(PageError::NotFound);
     }
-    forget_user(&state, user.id);
+    forget_user(&state, user.id).await;
     if !active {
         state.sessions.end_all(user.id, None).await?;
     }

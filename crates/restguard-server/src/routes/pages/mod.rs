@@ -540,7 +540,7 @@ pub(crate) async fn set_password(
     if !state.stores.users.set_password(user.id, &hash, at).await? {
         return Err(PageError::NotFound);
     }
-    forget_user(state, user.id);
+    forget_user(state, user.id).await;
     state.sessions.end_all(user.id, None).await?;
     state
         .stores
@@ -550,10 +550,17 @@ pub(crate) async fn set_password(
         .ok_or(PageError::NotFound)
 }
 
-/// Drops the user from every in-process credential cache.
-pub(crate) fn forget_user(state: &AppState, id: restguard_core::UserId) {
+/// Drops the user from every credential cache: this process's at once, the other instances'
+/// through the invalidation bus (when `redis.url` is set).
+pub(crate) async fn forget_user(state: &AppState, id: restguard_core::UserId) {
     state.tokens.forget_user(id);
     state.sessions.forget_user(id);
+    state.jwt.forget_user(id);
+    crate::scaleout::announce(
+        state.invalidations.as_ref(),
+        restguard_core::invalidation::Invalidation::User(id),
+    )
+    .await;
 }
 
 /// `GET /static/restguard.css`.
