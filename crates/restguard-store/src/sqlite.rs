@@ -100,11 +100,16 @@ impl SqliteStore {
             // grown past 64 MiB under a write burst.
             .pragma("cache_size", "-32768")
             .pragma("journal_size_limit", "67108864")
+            .pragma("wal_autocheckpoint", "4000")
             // Statement logs would interleave with the CLI's one-line errors; slowness shows
             // in the request metrics instead.
             .log_statements(log::LevelFilter::Off)
             .log_slow_statements(log::LevelFilter::Off, Duration::from_secs(1));
-        let pool_options = SqlitePoolOptions::new().acquire_timeout(ACQUIRE_TIMEOUT);
+        // A connection to a local file has nothing to test before each use (the test would
+        // be one more hop to its worker thread per query).
+        let pool_options = SqlitePoolOptions::new()
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .test_before_acquire(false);
         let pool_options = if in_memory {
             // Each in-memory database lives only as long as a connection to it: keep exactly
             // one, forever.
@@ -123,9 +128,14 @@ impl SqliteStore {
         let writer = if in_memory {
             pool.clone()
         } else {
+            // One long-lived writer: its page cache stays warm between write bursts.
             SqlitePoolOptions::new()
                 .acquire_timeout(ACQUIRE_TIMEOUT)
+                .test_before_acquire(false)
                 .max_connections(1)
+                .min_connections(1)
+                .idle_timeout(None)
+                .max_lifetime(None)
                 .connect_with(options)
                 .await
                 .map_err(|e| map_err(e, "database"))?

@@ -15,7 +15,7 @@ use restguard_core::{
     oauth_store::NewOAuthToken,
     store::{NewRefreshToken, RefreshToken, SecretDigest, StoreError},
 };
-use sqlx::SqlitePool;
+use sqlx::{Connection, SqliteConnection, SqlitePool};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
@@ -132,10 +132,16 @@ impl GroupCommit {
 async fn run(writer: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Job>) {
     while let Some(first) = receiver.recv().await {
         let mut batch = vec![first];
+        drain(&mut receiver, &mut batch);
         while batch.len() < MAX_BATCH {
-            match receiver.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
+            // Let the requests that are already runnable reach their write first: one
+            // transaction for all of them instead of a wake-up of the writer thread each.
+            // With nothing else runnable this returns at once.
+            let before = batch.len();
+            tokio::task::yield_now().await;
+            drain(&mut receiver, &mut batch);
+            if batch.len() == before {
+                break;
             }
         }
         match write_batch(&writer, &batch).await {
@@ -152,6 +158,16 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Job>) {
                     }
                 }
             }
+        }
+    }
+}
+
+/// Moves the queued jobs into `batch`, up to [`MAX_BATCH`].
+fn drain(receiver: &mut mpsc::UnboundedReceiver<Job>, batch: &mut Vec<Job>) {
+    while batch.len() < MAX_BATCH {
+        match receiver.try_recv() {
+            Ok(job) => batch.push(job),
+            Err(_) => break,
         }
     }
 }
@@ -202,12 +218,41 @@ fn placeholders(rows: usize, per_row: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// Writes `batch` atomically: in one transaction, or without one when a single statement
+/// does it all (a statement is atomic on its own, and each transaction boundary is another
+/// hop to the connection's worker thread).
 async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, StoreError> {
-    let mut outcome = Outcome::default();
-    let mut tx = writer
+    let mut conn = writer
+        .acquire()
+        .await
+        .map_err(|e| map_err(e, "refresh token"))?;
+    let has = |kind: fn(&Job) -> bool| usize::from(batch.iter().any(kind));
+    let statements = has(|j| matches!(j, Job::Consume { .. }))
+        + has(|j| {
+            matches!(
+                j,
+                Job::Consume {
+                    replacement: Some(_),
+                    ..
+                }
+            )
+        })
+        + has(|j| matches!(j, Job::Extend { .. }))
+        + has(|j| matches!(j, Job::InsertOAuthTokens { .. }));
+    if statements <= 1 {
+        return write_statements(&mut conn, batch).await;
+    }
+    let mut tx = conn
         .begin()
         .await
         .map_err(|e| map_err(e, "refresh token"))?;
+    let outcome = write_statements(&mut tx, batch).await?;
+    tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
+    Ok(outcome)
+}
+
+async fn write_statements(tx: &mut SqliteConnection, batch: &[Job]) -> Result<Outcome, StoreError> {
+    let mut outcome = Outcome::default();
 
     // Consumptions: the first job naming a jti is the only one that can win it.
     let mut first_claim: HashMap<SecretDigest, usize> = HashMap::new();
@@ -350,7 +395,5 @@ async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, Stor
         _ => &[],
     });
     super::oauth::insert_tokens(&mut *tx, oauth_tokens).await?;
-
-    tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
     Ok(outcome)
 }
