@@ -846,6 +846,20 @@ impl Provider {
             &stored.scopes,
             &stored.family,
         );
+        // OpenID Connect Core §12.2, as DOT answers: a refresh of an `openid` grant carries a
+        // new id_token for the same subject and audience, without a nonce, its auth_time the
+        // user's last sign-in. Signed before the write, so nothing fails after the old token
+        // is consumed.
+        let id_token = match &user {
+            Some(user) if scopes.iter().any(|s| s == "openid") => {
+                let input = IdTokenInput {
+                    nonce: None,
+                    auth_time: user.last_login.unwrap_or(stored.created),
+                };
+                Some(self.id_token(app, user, &access, &input)?)
+            }
+            _ => None,
+        };
         match self
             .inner
             .oauth
@@ -863,7 +877,7 @@ impl Provider {
             }
             OAuthRefreshUse::Revoked(_) | OAuthRefreshUse::Unknown => return Err(bad()),
         }
-        Ok(self.token_body(&access, Some(&refresh), &scopes, None))
+        Ok(self.token_body(&access, Some(&refresh), &scopes, id_token))
     }
 
     async fn grant_password(

@@ -277,7 +277,7 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
         "/readyz",
         "/metrics",
         "/api-token-auth/",
-        "/auth/verify",
+        verify::VERIFY_PATH,
     ]
     .into_iter()
     .chain(JWT_ENDPOINTS)
@@ -298,6 +298,8 @@ pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyT
     for prefix in PAGE_PREFIXES {
         table = table.with_route(RouteRule::prefix(prefix), open.clone());
     }
+    // Envoy's ext_authz checks: `/auth/verify` + the original path.
+    table = table.with_route(RouteRule::prefix("/auth/verify/"), open.clone());
     for path in ["/api/auth/logout/", "/api/auth/logoutall/"] {
         table = table.with_route(RouteRule::exact(path), token_only.clone());
     }
@@ -439,7 +441,11 @@ pub(crate) fn router(
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/auth/verify", axum::routing::any(verify::verify))
+        .route(verify::VERIFY_PATH, axum::routing::any(verify::verify))
+        .route(
+            "/auth/verify/{*original}",
+            axum::routing::any(verify::verify),
+        )
         .route("/metrics", get(crate::metrics::metrics_endpoint))
         .route("/api/ping/", get(health::ping))
         .route("/api/me/", get(me::me))

@@ -1,7 +1,8 @@
 //! Forward-auth (`/auth/verify`, CONTRACT §7) behind a real nginx: `auth_request` to
 //! restguard, a tiny upstream on loopback that echoes the `X-Auth-*` headers it receives, and
 //! restguard's own answers (401, 403, 429 with their bodies and headers) passed through to the
-//! client. Also the endpoint alone (Traefik / Envoy style, `X-Forwarded-*` headers).
+//! client. Also the endpoint alone: Traefik style (`X-Forwarded-*` headers) and Envoy
+//! `ext_authz` style (the original method and path under `/auth/verify`).
 //!
 //! The nginx test needs Debian's `nginx` (`.ci/run` installs it); without it the test prints
 //! why it skips, and fails under `RESTGUARD_REQUIRE_SERVICES=1`.
@@ -105,6 +106,56 @@ async fn verify_endpoint_answers_for_the_original_request() {
 }
 
 /// An upstream that answers every request with the `X-Auth-*` headers it received.
+/// Envoy's HTTP `ext_authz` with `path_prefix: /auth/verify`: the check repeats the original
+/// method, path and query under the prefix, with no `X-Forwarded-*` headers, and forwards the
+/// credentials (`allowed_headers`).
+#[tokio::test]
+async fn verify_endpoint_answers_envoy_ext_authz_checks() {
+    let (server, key, _dir) = restguard();
+    let check = |method: &'static str, path: &'static str, auth: Option<String>| {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = server.client.request(method, server.url(path));
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        async move { common::Reply::read(request.send().await.expect("request")).await }
+    };
+    let ok = check(
+        "DELETE",
+        "/auth/verify/app/private/x?y=1",
+        Some(token(&key)),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{ok:?}");
+    assert_eq!(ok.headers["x-auth-user"], "alice");
+    assert_eq!(ok.headers["x-auth-scheme"], "token");
+    let anonymous = check("POST", "/auth/verify/app/private/", None).await;
+    anonymous.assert(
+        401,
+        Some("Token"),
+        &json!({"detail": "Authentication credentials were not provided.", "code": "not_authenticated"}),
+    );
+    let public = check("PUT", "/auth/verify/app/public/page", None).await;
+    assert_eq!(public.status, 200, "{public:?}");
+    assert!(public.headers.get("x-auth-user").is_none());
+    let admin = check("GET", "/auth/verify/app/admin/", Some(token(&key))).await;
+    assert_eq!(admin.status, 403, "{admin:?}");
+    assert_eq!(admin.json["code"], "permission_denied");
+    // The original method comes from the check itself, so an explicit header still wins.
+    let described = server
+        .client
+        .get(server.url("/auth/verify/ignored"))
+        .header("X-Forwarded-Uri", "/app/admin/")
+        .header("Authorization", token(&key))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(described.status(), 403);
+    // A prefix-only path is not a described request.
+    let bare = check("GET", "/auth/verifyx", Some(token(&key))).await;
+    assert_eq!(bare.status, 404, "{bare:?}");
+}
+
 async fn upstream() -> SocketAddr {
     async fn echo(headers: HeaderMap) -> Json<Value> {
         let get = |name: &str| {

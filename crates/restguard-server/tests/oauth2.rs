@@ -500,6 +500,10 @@ async fn authorization_code_flow_refresh_rotation_and_code_reuse() {
     .await;
     assert_eq!(rotated.status, 200, "{rotated:?}");
     assert_eq!(rotated.json["scope"], "read");
+    assert!(
+        rotated.json.get("id_token").is_none(),
+        "no id_token without openid: {rotated:?}"
+    );
     let access2 = rotated.json["access_token"]
         .as_str()
         .expect("access")

@@ -266,6 +266,29 @@ async fn oidc_flow(algorithm: &str, expected: CoreJwsSigningAlgorithm) {
         refreshed.access_token().secret(),
         tokens.access_token().secret()
     );
+    // A new id_token for the same subject and audience (OIDC Core §12.2), without a nonce,
+    // bound to the new access token.
+    let renewed = refreshed.id_token().expect("id_token on refresh");
+    let renewed_claims = renewed
+        .claims(&id_verifier, |nonce: Option<&Nonce>| match nonce {
+            None => Ok(()),
+            Some(_) => Err("a refreshed id_token carries no nonce".to_owned()),
+        })
+        .expect("refreshed id_token verifies");
+    assert_eq!(renewed_claims.subject(), claims.subject());
+    assert_eq!(renewed_claims.audiences(), claims.audiences());
+    let (first, again) = (
+        claims.auth_time().expect("auth_time").timestamp(),
+        renewed_claims.auth_time().expect("auth_time").timestamp(),
+    );
+    assert!((first - again).abs() <= 1, "auth_time {first} vs {again}");
+    let renewed_hash = AccessTokenHash::from_token(
+        refreshed.access_token(),
+        renewed.signing_alg().expect("alg"),
+        renewed.signing_key(&id_verifier).expect("key"),
+    )
+    .expect("hash");
+    assert_eq!(Some(&renewed_hash), renewed_claims.access_token_hash());
     let replay = client
         .exchange_refresh_token(&refresh)
         .expect("token endpoint")

@@ -3,7 +3,10 @@
 //!
 //! The proxy sends the original request's headers (credentials, cookies) plus the original
 //! URI (`X-Forwarded-Uri` or `X-Original-URI`) and method (`X-Forwarded-Method` or
-//! `X-Original-Method`; default `GET`). restguard evaluates the policy configured for that
+//! `X-Original-Method`; default `GET`). Envoy's HTTP `ext_authz` sends neither: it repeats
+//! the original method and path under its `path_prefix`, so with `path_prefix: /auth/verify`
+//! the check `POST /auth/verify/reports/1?x=1` describes `POST /reports/1?x=1`.
+//! restguard evaluates the policy configured for that
 //! path and method — authenticators, permissions, throttles — and answers 200 with
 //! `X-Auth-User`, `X-Auth-User-Id`, `X-Auth-Scheme` (and `X-Auth-Scopes`) for the upstream,
 //! or the contract's 401/403/429/503 with its body and headers.
@@ -46,18 +49,32 @@ fn bad_header(detail: &str) -> Response {
     .map(axum::body::Body::from)
 }
 
+/// The path of the forward-auth endpoint; Envoy's `path_prefix`.
+pub(crate) const VERIFY_PATH: &str = "/auth/verify";
+
+/// The original URI in Envoy's shape: the request's own path below [`VERIFY_PATH`], with its
+/// query.
+fn envoy_original(uri: &Uri) -> Option<&str> {
+    let path_and_query = uri.path_and_query()?.as_str();
+    let rest = path_and_query.strip_prefix(VERIFY_PATH)?;
+    rest.starts_with('/').then_some(rest)
+}
+
 /// The forward-auth decision for the request the proxy describes.
 pub(crate) async fn verify(
     Extension(table): Extension<Arc<PolicyTable>>,
     request: Request,
 ) -> Response {
-    let Some(original) = header(&request, &["x-forwarded-uri", "x-original-uri"]) else {
+    let described = header(&request, &["x-forwarded-uri", "x-original-uri"]);
+    let envoy = described.is_none();
+    let Some(original) = described.or_else(|| envoy_original(request.uri())) else {
         return bad_header("Missing X-Forwarded-Uri or X-Original-URI header.");
     };
     let Ok(uri) = original.parse::<Uri>() else {
         return bad_header("Invalid X-Forwarded-Uri or X-Original-URI header.");
     };
     let method = match header(&request, &["x-forwarded-method", "x-original-method"]) {
+        None if envoy => request.method().clone(),
         None => Method::GET,
         Some(m) => match Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
             Ok(m) => m,
