@@ -79,6 +79,16 @@ impl GroupCommit {
         Some(Self { jobs })
     }
 
+    /// Queues the job `make` builds around its reply channel, and waits for the answer.
+    async fn submit<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Job,
+    ) -> Result<T, StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.jobs.send(make(reply)).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
+    }
+
     /// Consumes `jti` if live, storing `replacement` in its family. `None`: not consumed
     /// (unknown, used, revoked, or another caller in the same batch won).
     pub(super) async fn consume(
@@ -87,16 +97,13 @@ impl GroupCommit {
         replacement: Option<NewRefreshToken>,
         at: OffsetDateTime,
     ) -> Result<Option<Consumed>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Consume {
-                jti,
-                replacement,
-                at,
-                reply,
-            })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.submit(|reply| Job::Consume {
+            jti,
+            replacement,
+            at,
+            reply,
+        })
+        .await
     }
 
     /// Stores `replacement` in the family of `parent` if `parent` is live and the same user's.
@@ -105,15 +112,12 @@ impl GroupCommit {
         parent: SecretDigest,
         replacement: NewRefreshToken,
     ) -> Result<Option<RefreshToken>, StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::Extend {
-                parent,
-                replacement,
-                reply,
-            })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.submit(|reply| Job::Extend {
+            parent,
+            replacement,
+            reply,
+        })
+        .await
     }
 
     /// Stores new OAuth2 tokens (all of one call or none).
@@ -121,11 +125,8 @@ impl GroupCommit {
         &self,
         tokens: Vec<NewOAuthToken>,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.jobs
-            .send(Job::InsertOAuthTokens { tokens, reply })
-            .map_err(|_| closed())?;
-        answer.await.map_err(|_| closed())?
+        self.submit(|reply| Job::InsertOAuthTokens { tokens, reply })
+            .await
     }
 }
 
