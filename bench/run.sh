@@ -404,7 +404,6 @@ fresh_chains() {  # CONNS password logins → one refresh token per line in $CHA
 
 run_chain() {  # like run_oha: OUT LIMIT -z Ns ... URL (only the duration and URL are used)
     local out="$1" limit="$2" duration="${4%s}" url="${!#}"
-    fresh_chains || { echo '{}' >"$out"; return 0; }
     taskset -c "$LOADER_CPU" timeout -k 5 "$limit" "$WRK" -t "$CONNS" -c "$CONNS" \
         -d "${duration}s" --timeout "${OHA_TIMEOUT}s" -s "$REPO/bench/refresh_chain.lua" \
         "$url" -- "$CHAIN_TOKENS" "$out" >>"$RAW/wrk.log" 2>&1 || true
@@ -423,10 +422,13 @@ row_chain() {  # row_chain NAME AUTH PATH: POST PATH with chained refresh tokens
     local try kept=0 k_noise=-1 k_srv k_ldr k_osrv k_oldr k_steal k_hash
     LOAD=run_chain
     if [ "$WARMUP" -gt 0 ]; then
+        fresh_chains || die "$name: password logins for the refresh chains failed"
         DURATION="$WARMUP" measure_once "$RAW/$name.warmup.json" "$BASE$path"
         drain
     fi
     for try in $(seq 1 "$TRIES"); do
+        # Logins (argon2id) before the quiet wait, outside the measured window.
+        fresh_chains || die "$name: password logins for the refresh chains failed"
         wait_quiet
         measure_once "$RAW/$name.try$try.json" "$BASE$path"
         drain

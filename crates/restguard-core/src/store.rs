@@ -374,7 +374,9 @@ pub trait JwtStore: Send + Sync + 'static {
             _ => Ok(None),
         }
     }
-    /// Revokes every token of the family not yet revoked; returns how many.
+    /// Ends the family: revokes every member that could still be used (neither used nor
+    /// revoked); returns how many. Members already used stay as they are — they can never be
+    /// used again, and presenting one is reuse.
     async fn revoke_family(&self, family: &FamilyId, at: OffsetDateTime)
         -> Result<u64, StoreError>;
     /// Adds a `jti` to the blacklist; `false` when it already was.

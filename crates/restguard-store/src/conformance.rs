@@ -1003,11 +1003,12 @@ pub async fn revoke_family_revokes_every_member<S: Backend>(
         .create_refresh(new_refresh(alice.id, 3, "fam-b", at(100)))
         .await?;
 
+    // The live member (2) is revoked; the consumed one (1) stays consumed.
     assert_eq!(
         store
             .revoke_family(&FamilyId("fam-a".into()), at(20))
             .await?,
-        2
+        1
     );
     assert_eq!(
         store
@@ -1023,8 +1024,10 @@ pub async fn revoke_family_revokes_every_member<S: Backend>(
     ));
     assert!(matches!(
         store.consume_refresh(&digest(1), None, at(40)).await?,
-        RefreshUse::Revoked(_)
+        RefreshUse::AlreadyUsed(_)
     ));
+    let used = store.refresh_by_jti(&digest(1)).await?.expect("exists");
+    assert_eq!((used.used_at, used.revoked_at), (Some(at(5)), None));
     let other = store.refresh_by_jti(&digest(3)).await?.expect("exists");
     assert_eq!(other.revoked_at, None);
     assert!(matches!(

@@ -494,7 +494,7 @@ impl JwtStore for MemoryStore {
     ) -> Result<u64, StoreError> {
         let mut count = 0;
         for token in self.lock().refresh.values_mut() {
-            if &token.family == family && token.revoked_at.is_none() {
+            if &token.family == family && token.used_at.is_none() && token.revoked_at.is_none() {
                 token.revoked_at = Some(truncate(at));
                 count += 1;
             }

@@ -858,7 +858,8 @@ impl JwtStore for PostgresStore {
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let revoked = sqlx::query(
-            "UPDATE jwt_refresh_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
+            "UPDATE jwt_refresh_tokens SET revoked_at = $1 \
+             WHERE family = $2 AND used_at IS NULL AND revoked_at IS NULL",
         )
         .bind(to_micros(at))
         .bind(&family.0)

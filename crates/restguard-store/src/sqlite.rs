@@ -838,7 +838,8 @@ impl JwtStore for SqliteStore {
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let revoked = sqlx::query(
-            "UPDATE jwt_refresh_tokens SET revoked_at = ? WHERE family = ? AND revoked_at IS NULL",
+            "UPDATE jwt_refresh_tokens SET revoked_at = ? \
+             WHERE family = ? AND used_at IS NULL AND revoked_at IS NULL",
         )
         .bind(to_micros(at))
         .bind(&family.0)

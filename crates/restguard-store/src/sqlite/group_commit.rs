@@ -1,13 +1,16 @@
 //! Group commit for the writes that come at the rate tokens are issued.
 //!
-//! A token refresh or an OAuth2 token grant is a write, and on SQLite every write statement
-//! costs a hop to the connection's worker thread and a WAL commit (every page the transaction
-//! touched, written again). Such writes that arrive while the writer is busy are therefore
-//! queued and written together: one transaction, one `UPDATE … RETURNING` for all refresh
-//! consumptions, one multi-row `INSERT` for their replacements, one `INSERT … SELECT` for
-//! family extensions, one multi-row `INSERT` for OAuth2 tokens. Each caller still gets exactly
-//! its own answer, and the decision stays a conditional write (never check-then-act): of
-//! several consumptions of one token in a batch, only the first is reported as the winner.
+//! A token refresh or an OAuth2 token grant is a write, and on SQLite every statement costs a
+//! hop to the connection's worker thread and every commit a WAL append of each page it
+//! touched. Such writes are therefore queued and written together: the batching task first
+//! lets the requests that are already runnable reach the queue, then writes the whole batch
+//! as one query ([`Script`]) — one `INSERT … SELECT` for the replacements of consumed refresh
+//! tokens, one `UPDATE … RETURNING` for the consumptions, one `INSERT … SELECT` for family
+//! extensions, one multi-row `INSERT` for OAuth2 tokens, inside `BEGIN IMMEDIATE … COMMIT`
+//! when there is more than one. Each caller still gets exactly its own answer, and every
+//! decision stays a conditional write (never check-then-act): of several consumptions of one
+//! token in a batch, only the first takes part. A batch that fails is rolled back and written
+//! again job by job, so a fault fails only the job at fault.
 
 use std::collections::HashMap;
 
@@ -15,11 +18,20 @@ use restguard_core::{
     oauth_store::NewOAuthToken,
     store::{NewRefreshToken, RefreshToken, SecretDigest, StoreError},
 };
-use sqlx::{Connection, SqliteConnection, SqlitePool};
+use sqlx::{
+    pool::PoolConnection,
+    query::Query,
+    sqlite::{SqliteArguments, SqliteRow},
+    Sqlite, SqlitePool,
+};
 use time::OffsetDateTime;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{map_err, refresh_at, REFRESH_COLUMNS};
+use super::{
+    map_err,
+    oauth::{join, token_args, token_insert_sql},
+    refresh_at, REFRESH_COLUMNS,
+};
 use crate::timestamp::to_micros;
 
 /// Most jobs written in one transaction (at most 16 bound parameters each: an OAuth2 access
@@ -214,136 +226,150 @@ impl Outcome {
     }
 }
 
-fn placeholders(rows: usize, per_row: usize) -> String {
+pub(super) fn placeholders(rows: usize, per_row: usize) -> String {
     let row = format!("({})", vec!["?"; per_row].join(", "));
     vec![row; rows].join(", ")
 }
 
-/// Writes `batch` atomically: in one transaction, or without one when a single statement
-/// does it all (a statement is atomic on its own, and each transaction boundary is another
-/// hop to the connection's worker thread).
-async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, StoreError> {
-    let mut conn = writer
-        .acquire()
-        .await
-        .map_err(|e| map_err(e, "refresh token"))?;
-    let has = |kind: fn(&Job) -> bool| usize::from(batch.iter().any(kind));
-    let statements = has(|j| matches!(j, Job::Consume { .. }))
-        + has(|j| {
-            matches!(
-                j,
-                Job::Consume {
-                    replacement: Some(_),
-                    ..
-                }
-            )
-        })
-        + has(|j| matches!(j, Job::Extend { .. }))
-        + has(|j| matches!(j, Job::InsertOAuthTokens { .. }));
-    if statements <= 1 {
-        return write_statements(&mut conn, batch).await;
-    }
-    let mut tx = conn
-        .begin()
-        .await
-        .map_err(|e| map_err(e, "refresh token"))?;
-    let outcome = write_statements(&mut tx, batch).await?;
-    tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
-    Ok(outcome)
+/// A value bound to a statement of a [`Script`].
+pub(super) enum Arg<'a> {
+    Blob(&'a [u8]),
+    Int(i64),
+    OptInt(Option<i64>),
+    Text(&'a str),
 }
 
-async fn write_statements(tx: &mut SqliteConnection, batch: &[Job]) -> Result<Outcome, StoreError> {
-    let mut outcome = Outcome::default();
+/// `query` with `args` bound in order.
+pub(super) fn bind<'q>(
+    mut query: Query<'q, Sqlite, SqliteArguments<'q>>,
+    args: impl IntoIterator<Item = Arg<'q>>,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Blob(v) => query.bind(v),
+            Arg::Int(v) => query.bind(v),
+            Arg::OptInt(v) => query.bind(v),
+            Arg::Text(v) => query.bind(v),
+        };
+    }
+    query
+}
 
-    // Consumptions: the first job naming a jti is the only one that can win it.
+/// Statements run as one query (sqlx binds the arguments of a multi-statement query to its
+/// statements in order), so a batch costs one hop to the connection's worker thread, not one
+/// per statement plus two for BEGIN and COMMIT.
+#[derive(Default)]
+pub(super) struct Script<'a> {
+    sql: String,
+    args: Vec<Arg<'a>>,
+    statements: usize,
+}
+
+impl<'a> Script<'a> {
+    pub(super) fn push(&mut self, sql: &str, args: impl IntoIterator<Item = Arg<'a>>) {
+        if self.statements > 0 {
+            self.sql.push_str(";\n");
+        }
+        self.sql.push_str(sql);
+        self.args.extend(args);
+        self.statements += 1;
+    }
+
+    /// Runs the statements atomically — one statement alone, several inside
+    /// `BEGIN IMMEDIATE … COMMIT` (rolled back on failure) — and returns what their
+    /// `RETURNING` clauses gave, in order.
+    pub(super) async fn run(
+        self,
+        conn: &mut PoolConnection<Sqlite>,
+    ) -> Result<Vec<SqliteRow>, sqlx::Error> {
+        let sql = match self.statements {
+            0 => return Ok(Vec::new()),
+            1 => self.sql,
+            _ => format!("BEGIN IMMEDIATE;\n{};\nCOMMIT", self.sql),
+        };
+        let result = bind(sqlx::query(&sql), self.args)
+            .fetch_all(&mut **conn)
+            .await;
+        if result.is_err()
+            && self.statements > 1
+            && sqlx::query("ROLLBACK").execute(&mut **conn).await.is_err()
+        {
+            // Either no transaction was open (BEGIN itself failed) or the connection is in an
+            // unknown state: never hand it back to the pool mid-transaction.
+            conn.close_on_drop();
+        }
+        result
+    }
+}
+// The parent rows are found by primary key. `CROSS JOIN` fixes the join order (the VALUES
+// list outside): otherwise SQLite 3.46 prefers scanning the partial index of live families,
+// which the `used_at IS NULL AND revoked_at IS NULL` terms make usable, to the key lookups.
+
+/// Stores the replacements (`jti`, parent, user, created, expires) of consumed tokens whose
+/// parent is live, in the parent's family.
+fn replacement_insert_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
+         SELECT v.column1, p.family, v.column3, v.column4, v.column5 \
+         FROM (VALUES {}) AS v CROSS JOIN jwt_refresh_tokens AS p ON p.jti = v.column2 \
+         WHERE p.used_at IS NULL AND p.revoked_at IS NULL \
+         RETURNING {REFRESH_COLUMNS}",
+        placeholders(rows, 5)
+    )
+}
+
+/// Marks the live ones of `rows` tokens used (`jti`, time pairs, then the `jti` list).
+fn consume_update_sql(rows: usize) -> String {
+    format!(
+        "UPDATE jwt_refresh_tokens SET used_at = CASE jti{} END \
+         WHERE jti IN ({}) AND used_at IS NULL AND revoked_at IS NULL \
+         RETURNING {REFRESH_COLUMNS}",
+        " WHEN ? THEN ?".repeat(rows),
+        vec!["?"; rows].join(", ")
+    )
+}
+
+/// Stores extensions (`jti`, parent, created, expires, user) of live parents of that user.
+fn extend_insert_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
+         SELECT v.column1, p.family, p.user_id, v.column3, v.column4 \
+         FROM (VALUES {}) AS v \
+         CROSS JOIN jwt_refresh_tokens AS p ON p.jti = v.column2 AND p.user_id = v.column5 \
+         WHERE p.used_at IS NULL AND p.revoked_at IS NULL \
+         RETURNING {REFRESH_COLUMNS}",
+        placeholders(rows, 5)
+    )
+}
+
+/// Writes `batch` atomically in one query (see [`Script`]): the replacements of the refresh
+/// tokens being consumed, from live parents only; the consumptions; the family extensions
+/// (after the consumptions, so a token consumed in this batch cannot also be extended); the
+/// OAuth2 tokens. Inside one transaction a parent is live for the `INSERT` exactly when it is
+/// for the `UPDATE`, and of several jobs consuming one token only the first takes part.
+async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, StoreError> {
     let mut first_claim: HashMap<SecretDigest, usize> = HashMap::new();
     for (index, job) in batch.iter().enumerate() {
         if let Job::Consume { jti, .. } = job {
             first_claim.entry(*jti).or_insert(index);
         }
     }
-    if !first_claim.is_empty() {
-        let mut claims: Vec<(SecretDigest, usize)> =
-            first_claim.iter().map(|(d, i)| (*d, *i)).collect();
-        claims.sort_by_key(|(_, index)| *index);
-        let cases = " WHEN ? THEN ?".repeat(claims.len());
-        let list = vec!["?"; claims.len()].join(", ");
-        let sql = format!(
-            "UPDATE jwt_refresh_tokens SET used_at = CASE jti{cases} END \
-             WHERE jti IN ({list}) AND used_at IS NULL AND revoked_at IS NULL \
-             RETURNING {REFRESH_COLUMNS}"
-        );
-        let mut query = sqlx::query(&sql);
-        for (jti, index) in &claims {
-            let at = match &batch[*index] {
-                Job::Consume { at, .. } => *at,
-                Job::Extend { .. } | Job::InsertOAuthTokens { .. } => OffsetDateTime::now_utc(),
-            };
-            query = query.bind(jti.0.to_vec()).bind(to_micros(at));
-        }
-        for (jti, _) in &claims {
-            query = query.bind(jti.0.to_vec());
-        }
-        let rows = query
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "refresh token"))?;
-        let mut winners: Vec<(usize, RefreshToken)> = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let consumed = refresh_at(row)?;
-            if let Some(index) = first_claim.get(&consumed.jti) {
-                winners.push((*index, consumed));
+    let mut claims: Vec<(usize, &SecretDigest, Option<&NewRefreshToken>, i64)> = batch
+        .iter()
+        .enumerate()
+        .filter_map(|(index, job)| match job {
+            Job::Consume {
+                jti,
+                replacement,
+                at,
+                ..
+            } if first_claim.get(jti) == Some(&index) => {
+                Some((index, jti, replacement.as_ref(), to_micros(*at)))
             }
-        }
-        // Replacements join the consumed token's family, in one statement.
-        let replacements: Vec<(usize, &NewRefreshToken, &RefreshToken)> = winners
-            .iter()
-            .filter_map(|(index, consumed)| match &batch[*index] {
-                Job::Consume {
-                    replacement: Some(new),
-                    ..
-                } => Some((*index, new, consumed)),
-                _ => None,
-            })
-            .collect();
-        let mut stored: HashMap<SecretDigest, RefreshToken> = HashMap::new();
-        if !replacements.is_empty() {
-            let sql = format!(
-                "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
-                 VALUES {} RETURNING {REFRESH_COLUMNS}",
-                placeholders(replacements.len(), 5)
-            );
-            let mut query = sqlx::query(&sql);
-            for (_, new, consumed) in &replacements {
-                query = query
-                    .bind(new.jti.0.to_vec())
-                    .bind(consumed.family.0.clone())
-                    .bind(new.user_id.0)
-                    .bind(to_micros(new.created))
-                    .bind(to_micros(new.expires_at));
-            }
-            for row in query
-                .fetch_all(&mut *tx)
-                .await
-                .map_err(|e| map_err(e, "refresh token"))?
-            {
-                let record = refresh_at(&row)?;
-                stored.insert(record.jti, record);
-            }
-        }
-        for (index, consumed) in winners {
-            let new = match &batch[index] {
-                Job::Consume {
-                    replacement: Some(new),
-                    ..
-                } => stored.remove(&new.jti),
-                _ => None,
-            };
-            outcome.consumed.insert(index, (consumed, new));
-        }
-    }
-
-    // Extensions (rotation without blacklisting), after this batch's consumptions.
+            _ => None,
+        })
+        .collect();
+    claims.sort_by_key(|(index, ..)| *index);
     let extends: Vec<(usize, &SecretDigest, &NewRefreshToken)> = batch
         .iter()
         .enumerate()
@@ -353,48 +379,233 @@ async fn write_statements(tx: &mut SqliteConnection, batch: &[Job]) -> Result<Ou
                 replacement,
                 ..
             } => Some((index, parent, replacement)),
-            Job::Consume { .. } | Job::InsertOAuthTokens { .. } => None,
+            _ => None,
         })
         .collect();
+    let mut script = Script::default();
+    let replacements: Vec<(&SecretDigest, &NewRefreshToken)> = claims
+        .iter()
+        .filter_map(|(_, jti, new, _)| new.map(|new| (*jti, new)))
+        .collect();
+    if !replacements.is_empty() {
+        let mut args = Vec::with_capacity(replacements.len() * 5);
+        for (parent, new) in &replacements {
+            args.extend([
+                Arg::Blob(&new.jti.0),
+                Arg::Blob(&parent.0),
+                Arg::Int(new.user_id.0),
+                Arg::Int(to_micros(new.created)),
+                Arg::Int(to_micros(new.expires_at)),
+            ]);
+        }
+        script.push(&replacement_insert_sql(replacements.len()), args);
+    }
+    if !claims.is_empty() {
+        let mut args = Vec::with_capacity(claims.len() * 3);
+        for (_, jti, _, at) in &claims {
+            args.extend([Arg::Blob(&jti.0), Arg::Int(*at)]);
+        }
+        args.extend(claims.iter().map(|(_, jti, ..)| Arg::Blob(&jti.0)));
+        script.push(&consume_update_sql(claims.len()), args);
+    }
     if !extends.is_empty() {
-        let sql = format!(
-            "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
-             SELECT v.column1, p.family, p.user_id, v.column3, v.column4 \
-             FROM (VALUES {}) AS v \
-             JOIN jwt_refresh_tokens AS p ON p.jti = v.column2 AND p.user_id = v.column5 \
-             WHERE p.used_at IS NULL AND p.revoked_at IS NULL \
-             RETURNING {REFRESH_COLUMNS}",
-            placeholders(extends.len(), 5)
-        );
-        let mut query = sqlx::query(&sql);
+        let mut args = Vec::with_capacity(extends.len() * 5);
         for (_, parent, new) in &extends {
-            query = query
-                .bind(new.jti.0.to_vec())
-                .bind(parent.0.to_vec())
-                .bind(to_micros(new.created))
-                .bind(to_micros(new.expires_at))
-                .bind(new.user_id.0);
+            args.extend([
+                Arg::Blob(&new.jti.0),
+                Arg::Blob(&parent.0),
+                Arg::Int(to_micros(new.created)),
+                Arg::Int(to_micros(new.expires_at)),
+                Arg::Int(new.user_id.0),
+            ]);
         }
-        let mut stored: HashMap<SecretDigest, RefreshToken> = HashMap::new();
-        for row in query
-            .fetch_all(&mut *tx)
-            .await
-            .map_err(|e| map_err(e, "refresh token"))?
-        {
-            let record = refresh_at(&row)?;
-            stored.insert(record.jti, record);
+        script.push(&extend_insert_sql(extends.len()), args);
+    }
+    let oauth_tokens: Vec<&NewOAuthToken> = batch
+        .iter()
+        .flat_map(|job| match job {
+            Job::InsertOAuthTokens { tokens, .. } => tokens.as_slice(),
+            _ => &[],
+        })
+        .collect();
+    let oauth_scopes: Vec<String> = oauth_tokens.iter().map(|t| join(&t.scopes)).collect();
+    if !oauth_tokens.is_empty() {
+        script.push(
+            &token_insert_sql(oauth_tokens.len()),
+            oauth_tokens
+                .iter()
+                .zip(&oauth_scopes)
+                .flat_map(|(t, scopes)| token_args(t, scopes)),
+        );
+    }
+
+    let mut conn = writer
+        .acquire()
+        .await
+        .map_err(|e| map_err(e, "refresh token"))?;
+    let rows = script
+        .run(&mut conn)
+        .await
+        .map_err(|e| map_err(e, "refresh token"))?;
+
+    // Sort the returned rows out by jti: replacements and extensions are new jtis, the
+    // consumed rows are the claimed ones.
+    let mut returned: HashMap<SecretDigest, RefreshToken> = HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let record = refresh_at(row)?;
+        returned.insert(record.jti, record);
+    }
+    let mut outcome = Outcome::default();
+    for (index, jti, new, _) in claims {
+        if let Some(consumed) = returned.remove(jti) {
+            let stored = new.and_then(|new| returned.remove(&new.jti));
+            outcome.consumed.insert(index, (consumed, stored));
         }
-        for (index, _, new) in extends {
-            if let Some(record) = stored.remove(&new.jti) {
-                outcome.extended.insert(index, record);
-            }
+    }
+    for (index, _, new) in extends {
+        if let Some(record) = returned.remove(&new.jti) {
+            outcome.extended.insert(index, record);
+        }
+    }
+    Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use restguard_core::{
+        oauth_store::{ClientType, NewApplication, OAuthStore, OAuthTokenKind},
+        store::{FamilyId, JwtStore, NewUser, UserStore},
+    };
+
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    fn refresh(n: u8, user: restguard_core::UserId, at: OffsetDateTime) -> NewRefreshToken {
+        NewRefreshToken {
+            jti: SecretDigest([n; 32]),
+            family: FamilyId(format!("f{n}")),
+            user_id: user,
+            created: at,
+            expires_at: at + time::Duration::days(1),
         }
     }
 
-    let oauth_tokens = batch.iter().flat_map(|job| match job {
-        Job::InsertOAuthTokens { tokens, .. } => tokens.as_slice(),
-        _ => &[],
-    });
-    super::oauth::insert_tokens(&mut *tx, oauth_tokens).await?;
-    Ok(outcome)
+    /// Every statement of a batch finds its rows by primary key, never by scanning an index
+    /// (a scan would make each refresh cost the size of the table).
+    #[tokio::test]
+    async fn batch_statements_look_rows_up_by_key() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        for sql in [
+            replacement_insert_sql(3),
+            consume_update_sql(3),
+            extend_insert_sql(3),
+        ] {
+            let plan: Vec<String> = sqlx::query(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .fetch_all(&store.writer)
+                .await
+                .unwrap()
+                .iter()
+                .map(|row| row.get::<String, _>(3))
+                .collect();
+            assert!(
+                plan.iter()
+                    .any(|step| step.contains("USING PRIMARY KEY (jti=?)"))
+                    && !plan
+                        .iter()
+                        .any(|step| step.starts_with("SCAN") && !step.contains("VALUES")),
+                "{sql}\n{plan:#?}"
+            );
+        }
+    }
+
+    /// A batch whose last statement fails rolls back as a whole — the refresh consumed in
+    /// the same script is live again — and leaves the writer usable outside a transaction.
+    #[tokio::test]
+    async fn a_failing_batch_rolls_back_and_leaves_the_writer_clean() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = SqliteStore::connect(&url).await.unwrap();
+        store.migrate().await.unwrap();
+        let at = OffsetDateTime::now_utc();
+        let alice = store.create_user(NewUser::new("alice")).await.unwrap();
+        let app = store
+            .create_application(NewApplication {
+                client_id: "c".into(),
+                name: "c".into(),
+                client_type: ClientType::Confidential,
+                secret_digest: None,
+                grant_types: vec!["client_credentials".into()],
+                redirect_uris: Vec::new(),
+                allowed_scopes: Vec::new(),
+                skip_authorization: false,
+                algorithm: "RS256".into(),
+                owner: None,
+                created: at,
+            })
+            .await
+            .unwrap();
+        let token = NewOAuthToken {
+            kind: OAuthTokenKind::Access,
+            digest: SecretDigest([9; 32]),
+            application: app.id,
+            user_id: None,
+            scopes: vec!["read".into()],
+            family: FamilyId("g".into()),
+            created: at,
+            expires_at: at + time::Duration::hours(1),
+        };
+        store
+            .create_oauth_tokens(vec![token.clone()])
+            .await
+            .unwrap();
+        store
+            .create_refresh(refresh(1, alice.id, at))
+            .await
+            .unwrap();
+
+        let consume = |reply| Job::Consume {
+            jti: SecretDigest([1; 32]),
+            replacement: Some(refresh(2, alice.id, at)),
+            at,
+            reply,
+        };
+        let (reply, _consumed) = oneshot::channel();
+        let (colliding, _collided) = oneshot::channel();
+        let batch = [
+            consume(reply),
+            Job::InsertOAuthTokens {
+                tokens: vec![token],
+                reply: colliding,
+            },
+        ];
+        let error = write_batch(&store.writer, &batch)
+            .await
+            .err()
+            .expect("collision");
+        assert!(matches!(error, StoreError::Conflict(_)), "got {error:?}");
+        let parent = store.refresh_by_jti(&SecretDigest([1; 32])).await.unwrap();
+        assert_eq!(parent.expect("stored").used_at, None, "rolled back");
+        assert!(store
+            .refresh_by_jti(&SecretDigest([2; 32]))
+            .await
+            .unwrap()
+            .is_none());
+
+        // The next batch commits on its own (it would stay invisible inside a leftover
+        // transaction).
+        let (reply, _consumed) = oneshot::channel();
+        let outcome = write_batch(&store.writer, &[consume(reply)]).await.unwrap();
+        assert!(outcome.consumed.contains_key(&0));
+        let parent = store.refresh_by_jti(&SecretDigest([1; 32])).await.unwrap();
+        assert!(parent.expect("stored").used_at.is_some());
+        assert!(store
+            .refresh_by_jti(&SecretDigest([2; 32]))
+            .await
+            .unwrap()
+            .is_some());
+    }
 }

@@ -13,6 +13,7 @@ use restguard_core::{
 use sqlx::sqlite::SqliteRow;
 use time::OffsetDateTime;
 
+use super::group_commit::{bind, placeholders, Arg};
 use super::USER_COLUMNS;
 use super::{digest_at, get, get_bool, get_opt_time, get_time, map_err, user_at, SqliteStore};
 use crate::timestamp::to_micros;
@@ -34,7 +35,7 @@ const OAUTH_TOKEN_RETURNING: &str = "id, kind, digest, application_id, user_id, 
      family, created, expires_at, used_at, revoked_at";
 const OAUTH_TOKEN_COLUMN_COUNT: usize = 11;
 
-fn join(list: &[String]) -> String {
+pub(super) fn join(list: &[String]) -> String {
     list.join(" ")
 }
 
@@ -107,44 +108,52 @@ fn oauth_token_at(row: &SqliteRow, i: usize) -> Result<OAuthToken, StoreError> {
     })
 }
 
+/// The multi-row `INSERT` of `rows` OAuth2 tokens; [`token_args`] gives each row's values.
+pub(super) fn token_insert_sql(rows: usize) -> String {
+    format!(
+        "INSERT INTO oauth_tokens (kind, digest, application_id, user_id, scopes, family, \
+         created, expires_at) VALUES {}",
+        placeholders(rows, 8)
+    )
+}
+
+/// The values of one row of [`token_insert_sql`]; `scopes` is `join(&token.scopes)`.
+pub(super) fn token_args<'a>(token: &'a NewOAuthToken, scopes: &'a str) -> [Arg<'a>; 8] {
+    [
+        Arg::Text(token.kind.as_str()),
+        Arg::Blob(&token.digest.0),
+        Arg::Int(token.application.0),
+        Arg::OptInt(token.user_id.map(|u| u.0)),
+        Arg::Text(scopes),
+        Arg::Text(&token.family.0),
+        Arg::Int(to_micros(token.created)),
+        Arg::Int(to_micros(token.expires_at)),
+    ]
+}
+
 /// Inserts `tokens` with one multi-row statement (atomic on its own: all or nothing).
-pub(super) async fn insert_tokens<'c, 't, E>(
+pub(super) async fn insert_tokens<'c, E>(
     executor: E,
-    tokens: impl IntoIterator<Item = &'t NewOAuthToken>,
+    tokens: &[NewOAuthToken],
 ) -> Result<(), StoreError>
 where
     E: sqlx::Executor<'c, Database = sqlx::Sqlite>,
 {
-    let tokens: Vec<&NewOAuthToken> = tokens.into_iter().collect();
     if tokens.is_empty() {
         return Ok(());
     }
-    let mut sql = String::from(
-        "INSERT INTO oauth_tokens (kind, digest, application_id, user_id, scopes, family, \
-         created, expires_at) VALUES ",
-    );
-    for i in 0..tokens.len() {
-        if i > 0 {
-            sql.push_str(", ");
-        }
-        sql.push_str("(?, ?, ?, ?, ?, ?, ?, ?)");
-    }
-    let mut query = sqlx::query(&sql);
-    for t in tokens {
-        query = query
-            .bind(t.kind.as_str())
-            .bind(&t.digest.0[..])
-            .bind(t.application.0)
-            .bind(t.user_id.map(|u| u.0))
-            .bind(join(&t.scopes))
-            .bind(&t.family.0)
-            .bind(to_micros(t.created))
-            .bind(to_micros(t.expires_at));
-    }
-    query
-        .execute(executor)
-        .await
-        .map_err(|e| map_err(e, "oauth token"))?;
+    let scopes: Vec<String> = tokens.iter().map(|t| join(&t.scopes)).collect();
+    let sql = token_insert_sql(tokens.len());
+    bind(
+        sqlx::query(&sql),
+        tokens
+            .iter()
+            .zip(&scopes)
+            .flat_map(|(t, s)| token_args(t, s)),
+    )
+    .execute(executor)
+    .await
+    .map_err(|e| map_err(e, "oauth token"))?;
     Ok(())
 }
 
