@@ -79,17 +79,23 @@ impl Authenticator for JwtAuth {
         let Some(Credentials::One(token)) = request.credentials(&self.header_types, false) else {
             return Ok(Outcome::Abstain);
         };
-        if !codec::is_jwt_shaped(token) {
-            return Ok(Outcome::Abstain);
-        }
-        if token.len() > codec::MAX_TOKEN_BYTES {
-            return failed(TokenType::Access, TokenProblem::Invalid.into());
-        }
-        // JWT-shaped means ASCII.
-        let Ok(token) = std::str::from_utf8(token) else {
+        // Not UTF-8 is not JWT-shaped either.
+        let Ok(text) = std::str::from_utf8(token) else {
             return Ok(Outcome::Abstain);
         };
-        match self.service.authenticate(token).await {
+        // A token verified before is one of ours: the cache answers before any scan of its
+        // few hundred bytes. Anything else must look like a JWT, or it is another scheme's
+        // bearer token (an OAuth2 `rgat_…`).
+        let cached = self.service.verified_before(text);
+        if cached.is_none() {
+            if !codec::is_jwt_shaped(token) {
+                return Ok(Outcome::Abstain);
+            }
+            if token.len() > codec::MAX_TOKEN_BYTES {
+                return failed(TokenType::Access, TokenProblem::Invalid.into());
+            }
+        }
+        match self.service.authenticate_with(text, cached).await {
             Ok(identity) => Ok(Outcome::Authenticated(identity)),
             Err((token_type, error)) => failed(token_type, error),
         }
