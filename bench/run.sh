@@ -11,7 +11,7 @@
 #
 # Knobs (environment): DURATION=10 WARMUP=2 CONNS=16 SERVER_CPU=0 LOADER_CPU=1
 # ROWS="" (row names to keep; default all) PORT="" (default: a free port)
-# FLOOD_CONNS=16 FLOOD_LEAD=3 OHA_THREADS=1 OHA_TIMEOUT=30 TRIES=3 NOISE_MAX=10
+# FLOOD_CONNS=16 FLOOD_LEAD=3 OHA_THREADS=1 OHA_TIMEOUT=30 TRIES=3 REPEAT=1 NOISE_MAX=10
 # QUIET_WAIT=20 LOCK_WAIT=1200 DRF=auto|1|0 DRF_CONFIG=sync DRF_PEER_SRC=../shared/peers
 # DRF_PEER_DIR=/tmp/restguard-peers/drf BUILD=1 RESULTS=bench/out/results-<date>.md
 # BENCH_PG_URL=postgres://postgres@127.0.0.1:5432/postgres BENCH_REDIS_URL=redis://127.0.0.1:6379/
@@ -33,6 +33,7 @@ FLOOD_LEAD="${FLOOD_LEAD:-3}"
 OHA_THREADS="${OHA_THREADS:-1}"
 OHA_TIMEOUT="${OHA_TIMEOUT:-30}"
 TRIES="${TRIES:-3}"
+REPEAT="${REPEAT:-1}"
 NOISE_MAX="${NOISE_MAX:-10}"
 QUIET_WAIT="${QUIET_WAIT:-20}"
 DRF="${DRF:-auto}"
@@ -51,11 +52,12 @@ BENCH_PASS="bench-$(od -An -N9 -tx1 /dev/urandom | tr -d ' \n')"
 die() { echo "bench/run.sh: $*" >&2; exit 1; }
 say() { echo "bench/run.sh: $*" >&2; }
 
-case "$DURATION$WARMUP$CONNS$FLOOD_CONNS$FLOOD_LEAD$OHA_THREADS$OHA_TIMEOUT$TRIES$NOISE_MAX$QUIET_WAIT$SERVER_CPU$LOADER_CPU$PORT" in
-    *[!0-9]*) die "DURATION, WARMUP, CONNS, FLOOD_CONNS, FLOOD_LEAD, OHA_THREADS, OHA_TIMEOUT, TRIES, NOISE_MAX, QUIET_WAIT, SERVER_CPU, LOADER_CPU, PORT are whole numbers" ;;
+case "$DURATION$WARMUP$CONNS$FLOOD_CONNS$FLOOD_LEAD$OHA_THREADS$OHA_TIMEOUT$TRIES$REPEAT$NOISE_MAX$QUIET_WAIT$SERVER_CPU$LOADER_CPU$PORT" in
+    *[!0-9]*) die "DURATION, WARMUP, CONNS, FLOOD_CONNS, FLOOD_LEAD, OHA_THREADS, OHA_TIMEOUT, TRIES, REPEAT, NOISE_MAX, QUIET_WAIT, SERVER_CPU, LOADER_CPU, PORT are whole numbers" ;;
 esac
 [ "$DURATION" -ge 1 ] || die "DURATION must be at least 1"
 [ "$TRIES" -ge 1 ] || die "TRIES must be at least 1"
+[ "$REPEAT" -ge 1 ] || die "REPEAT must be at least 1"
 [ "$OHA_THREADS" -ge 1 ] || die "OHA_THREADS must be at least 1"
 for tool in taskset curl timeout python3 cargo; do
     command -v "$tool" >/dev/null 2>&1 || die "$tool not found"
@@ -318,6 +320,50 @@ finish_flood() {  # wait for the flood's own deadline (bounded by run_oha's time
     FLOOD_PID=""
 }
 
+# measure_kept NAME [load args...]: the measured runs of one row. Each repetition (REPEAT)
+# runs up to TRIES times until a run is not disturbed (> NOISE_MAX % of a core used by
+# others) and keeps the least disturbed; of the REPEAT kept runs, the one with the median
+# req/s is reported (run-to-run spread on a VM is larger than the gaps between rows).
+# BEFORE_TRY (a command) runs before each run; FLOODED=1 runs the flood beside it.
+# Sets K_FILE (path without .json), K_TRIES and the K_* CPU columns.
+BEFORE_TRY=:
+measure_kept() {
+    local name="$1"; shift
+    local rep try kept k_noise base reps=()
+    for rep in $(seq 1 "$REPEAT"); do
+        base="$RAW/$name"
+        [ "$REPEAT" -gt 1 ] && base="$RAW/$name.rep$rep"
+        kept=0 k_noise=-1
+        for try in $(seq 1 "$TRIES"); do
+            $BEFORE_TRY || die "$name: $BEFORE_TRY failed"
+            wait_quiet
+            [ "${FLOODED:-0}" = 1 ] && start_flood "$base.try$try.flood.json"
+            measure_once "$base.try$try.json" "$@"
+            finish_flood
+            drain
+            if [ "$k_noise" -lt 0 ] || [ "$T_NOISE" -lt "$k_noise" ]; then
+                kept="$try" k_noise="$T_NOISE"
+                printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$T_SRV" "$T_LDR" "$T_FLOOD" "$T_OSRV" \
+                    "$T_OLDR" "$T_STEAL" "$T_NOISE" "$T_HASH" >"$base.cpu"
+            fi
+            [ "$T_NOISE" -le "$NOISE_MAX" ] && break
+            say "   try $try disturbed: other processes used ${T_NOISE}% of a benchmark core (> ${NOISE_MAX}%)"
+        done
+        local tries_col="$try"
+        [ "$kept" = "$try" ] || tries_col="$try (kept $kept)"
+        cp "$base.try$kept.json" "$base.kept.json"
+        [ -f "$base.try$kept.flood.json" ] && cp "$base.try$kept.flood.json" "$base.kept.flood.json"
+        reps+=("$(oha_stats "$base.kept.json" | cut -f1)"$'\t'"$base.kept"$'\t'"$tries_col")
+        [ "$REPEAT" -gt 1 ] && say "   repetition $rep: $(printf '%s' "${reps[-1]}" | cut -f1) req/s"
+    done
+    local chosen
+    chosen="$(printf '%s\n' "${reps[@]}" | sort -t $'\t' -k1,1g | sed -n "$(( (REPEAT + 1) / 2 ))p")"
+    K_FILE="$(printf '%s' "$chosen" | cut -f2)"
+    K_TRIES="$(printf '%s' "$chosen" | cut -f3)"
+    [ "$REPEAT" -gt 1 ] && K_TRIES="$K_TRIES; median of $REPEAT"
+    read -r K_SRV K_LDR K_FL K_OSRV K_OLDR K_STEAL K_NOISE K_HASH <"${K_FILE%.kept}.cpu"
+}
+
 # row NAME AUTH METHOD PATH [oha args...]
 # Measures one row (if NAME is in ROWS, or ROWS is empty): a single checked
 # request (must be 2xx), WARMUP s unmeasured, then DURATION s measured at CONNS
@@ -352,28 +398,15 @@ print(",".join(sorted(c)) or ";".join(d.get("errorDistribution") or {}) or "none
         drain
     fi
 
-    local try kept=0 k_noise=-1 k_srv k_ldr k_fl k_osrv k_oldr k_steal k_hash
-    for try in $(seq 1 "$TRIES"); do
-        wait_quiet
-        [ "$flooded" = 1 ] && start_flood "$RAW/$name.flood.try$try.json"
-        measure_once "$RAW/$name.try$try.json" -c "$CONNS" "${args[@]}"
-        finish_flood
-        drain
-        if [ "$k_noise" -lt 0 ] || [ "$T_NOISE" -lt "$k_noise" ]; then
-            kept="$try" k_noise="$T_NOISE" k_srv="$T_SRV" k_ldr="$T_LDR" k_fl="$T_FLOOD"
-            k_osrv="$T_OSRV" k_oldr="$T_OLDR" k_steal="$T_STEAL" k_hash="$T_HASH"
-        fi
-        [ "$T_NOISE" -le "$NOISE_MAX" ] && break
-        say "   try $try disturbed: other processes used ${T_NOISE}% of a benchmark core (> ${NOISE_MAX}%)"
-    done
-    local tries_col="$try"
-    [ "$kept" = "$try" ] || tries_col="$try (kept $kept)"
+    FLOODED="$flooded" measure_kept "$name" -c "$CONNS" "${args[@]}"
+    local kept="$K_FILE" tries_col="$K_TRIES" k_srv="$K_SRV" k_ldr="$K_LDR" k_fl="$K_FL"
+    local k_osrv="$K_OSRV" k_oldr="$K_OLDR" k_steal="$K_STEAL" k_noise="$K_NOISE" k_hash="$K_HASH"
 
     local stats flood=""
-    stats="$(oha_stats "$RAW/$name.try$kept.json")"
+    stats="$(oha_stats "$kept.json")"
     if [ "$flooded" = 1 ]; then
         # flood column: logins/s (2xx), p50 ms, errors, flood oha CPU %
-        flood="$(oha_stats "$RAW/$name.flood.try$kept.json" |
+        flood="$(oha_stats "$kept.flood.json" |
             awk -F'\t' -v cpu="$k_fl" '{ printf "%s req/s, p50 %s ms, errors: %s, flood oha CPU %s%%", $1, $2, $5, cpu }')"
     fi
     # name, endpoint, auth, req/s, p50, p99, ok, errors, srv%, ldr%, osrv%, oldr%, steal%, tries, noise, flood, hash%
@@ -419,31 +452,18 @@ row_chain() {  # row_chain NAME AUTH PATH: POST PATH with chained refresh tokens
         return 0
     fi
     say "== $name: POST $path ($auth)"
-    local try kept=0 k_noise=-1 k_srv k_ldr k_osrv k_oldr k_steal k_hash
     LOAD=run_chain
     if [ "$WARMUP" -gt 0 ]; then
         fresh_chains || die "$name: password logins for the refresh chains failed"
         DURATION="$WARMUP" measure_once "$RAW/$name.warmup.json" "$BASE$path"
         drain
     fi
-    for try in $(seq 1 "$TRIES"); do
-        # Logins (argon2id) before the quiet wait, outside the measured window.
-        fresh_chains || die "$name: password logins for the refresh chains failed"
-        wait_quiet
-        measure_once "$RAW/$name.try$try.json" "$BASE$path"
-        drain
-        if [ "$k_noise" -lt 0 ] || [ "$T_NOISE" -lt "$k_noise" ]; then
-            kept="$try" k_noise="$T_NOISE" k_srv="$T_SRV" k_ldr="$T_LDR"
-            k_osrv="$T_OSRV" k_oldr="$T_OLDR" k_steal="$T_STEAL" k_hash="$T_HASH"
-        fi
-        [ "$T_NOISE" -le "$NOISE_MAX" ] && break
-        say "   try $try disturbed: other processes used ${T_NOISE}% of a benchmark core (> ${NOISE_MAX}%)"
-    done
+    # Logins (argon2id) before each run's quiet wait, outside the measured window.
+    BEFORE_TRY=fresh_chains measure_kept "$name" "$BASE$path"
     LOAD=run_oha
-    local tries_col="$try"
-    [ "$kept" = "$try" ] || tries_col="$try (kept $kept)"
-    local stats
-    stats="$(oha_stats "$RAW/$name.try$kept.json")"
+    local tries_col="$K_TRIES" k_srv="$K_SRV" k_ldr="$K_LDR" k_osrv="$K_OSRV" k_oldr="$K_OLDR"
+    local k_steal="$K_STEAL" k_noise="$K_NOISE" k_hash="$K_HASH" stats
+    stats="$(oha_stats "$K_FILE.json")"
     printf '%s\t%s %s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$name" POST "$path" "$auth" "$stats" "$k_srv" "$k_ldr" "$k_osrv" "$k_oldr" \
         "$k_steal" "$tries_col" "$k_noise" "" "$k_hash" >>"$ROWS_TSV"
@@ -663,7 +683,7 @@ git diff --quiet HEAD -- 2>/dev/null || git_rev="$git_rev (+ uncommitted changes
     echo
     echo "Run $START_UTC → $(date -u '+%H:%M:%S UTC'); load average at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)."
     echo
-    echo "- Command: \`DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS SERVER_CPU=$SERVER_CPU LOADER_CPU=$LOADER_CPU FLOOD_CONNS=$FLOOD_CONNS OHA_THREADS=$OHA_THREADS TRIES=$TRIES NOISE_MAX=$NOISE_MAX DRF=$DRF${ROWS:+ ROWS=\"$ROWS\"} bench/run.sh\` (port $PORT)."
+    echo "- Command: \`DURATION=$DURATION WARMUP=$WARMUP CONNS=$CONNS SERVER_CPU=$SERVER_CPU LOADER_CPU=$LOADER_CPU FLOOD_CONNS=$FLOOD_CONNS OHA_THREADS=$OHA_THREADS TRIES=$TRIES REPEAT=$REPEAT NOISE_MAX=$NOISE_MAX DRF=$DRF${ROWS:+ ROWS=\"$ROWS\"} bench/run.sh\` (port $PORT)."
     echo "- Machine: $(nproc) CPUs ($(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)), Linux $(uname -r)."
     echo "- restguard $git_rev, release build ($(rustc --version | awk '{print $1, $2}')); fresh SQLite DB in a temporary directory; one user, one token, created with the CLI."
     echo "- Pinning: server under \`taskset -c $SERVER_CPU\` (tokio sizes its runtime from the affinity mask: 1 worker; password hashing on the server's nice +10 hash thread(s), same core); oha under \`taskset -c $LOADER_CPU\`."
