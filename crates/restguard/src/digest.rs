@@ -97,7 +97,11 @@ const SECRET_CHARS: usize = 54;
 /// A fresh locator: milliseconds since the Unix epoch (48 bits) and a per-process counter
 /// (UUIDv7's first 8 bytes), so locators made later sort after earlier ones.
 pub fn new_locator() -> [u8; LOCATOR_LEN] {
-    let id = uuid::Uuid::now_v7();
+    uuid_locator(&uuid::Uuid::now_v7())
+}
+
+/// A UUIDv7's first 8 bytes: its millisecond and the front of its counter.
+fn uuid_locator(id: &uuid::Uuid) -> [u8; LOCATOR_LEN] {
     let mut locator = [0u8; LOCATOR_LEN];
     locator.copy_from_slice(&id.as_bytes()[..LOCATOR_LEN]);
     locator
@@ -112,6 +116,22 @@ pub fn new_locator() -> [u8; LOCATOR_LEN] {
 /// ```
 pub fn ordered_id() -> String {
     uuid::Uuid::now_v7().simple().to_string()
+}
+
+/// The locator of an id made by [`ordered_id`] (a UUIDv7's first 8 bytes); `None` for other
+/// strings — `jti`s minted elsewhere, or before they were UUIDv7 — whose digests stay plain.
+///
+/// ```
+/// use restguard::digest::{ordered_id, ordered_id_locator};
+/// assert!(ordered_id_locator(&ordered_id()).is_some());
+/// assert_eq!(ordered_id_locator("0123456789abcdef0123456789abcdef"), None); // not v7
+/// ```
+pub fn ordered_id_locator(id: &str) -> Option<[u8; LOCATOR_LEN]> {
+    if id.len() != 32 {
+        return None;
+    }
+    let id = uuid::Uuid::try_parse(id).ok()?;
+    (id.get_version_num() == 7).then(|| uuid_locator(&id))
 }
 
 /// The locator of a secret made by [`ordered_secret`]: the first 8 bytes its last 54

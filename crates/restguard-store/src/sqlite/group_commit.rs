@@ -12,7 +12,7 @@
 //! token in a batch, only the first takes part. A batch that fails is rolled back and written
 //! again job by job, so a fault fails only the job at fault.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use restguard_core::{
     oauth_store::NewOAuthToken,
@@ -159,9 +159,11 @@ async fn run(writer: SqlitePool, mut receiver: mpsc::UnboundedReceiver<Job>) {
         }
         match write_batch(&writer, &batch).await {
             Ok(outcome) => outcome.deliver(batch),
-            // The batch rolled back as a whole; written one by one, only the job at fault (a
-            // digest collision, say) fails, and an outage fails each with its own error.
-            Err(e) if batch.len() == 1 => fail(batch, &e),
+            // The batch rolled back as a whole. An unavailable database fails every job at
+            // once (written one by one, each would wait out the busy timeout again);
+            // otherwise each job is written alone, so only the one at fault (a digest
+            // collision, say) fails.
+            Err(e) if batch.len() == 1 || e.is_unavailable() => fail(batch, &e),
             Err(_) => {
                 for job in batch {
                     let alone = [job];
@@ -348,13 +350,9 @@ fn extend_insert_sql(rows: usize) -> String {
 /// OAuth2 tokens. Inside one transaction a parent is live for the `INSERT` exactly when it is
 /// for the `UPDATE`, and of several jobs consuming one token only the first takes part.
 async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, StoreError> {
-    let mut first_claim: HashMap<SecretDigest, usize> = HashMap::new();
-    for (index, job) in batch.iter().enumerate() {
-        if let Job::Consume { jti, .. } = job {
-            first_claim.entry(*jti).or_insert(index);
-        }
-    }
-    let mut claims: Vec<(usize, &SecretDigest, Option<&NewRefreshToken>, i64)> = batch
+    // Of several jobs consuming one token, only the first (in arrival order) takes part.
+    let mut claimed: HashSet<SecretDigest> = HashSet::new();
+    let claims: Vec<(usize, &SecretDigest, Option<&NewRefreshToken>, i64)> = batch
         .iter()
         .enumerate()
         .filter_map(|(index, job)| match job {
@@ -363,13 +361,10 @@ async fn write_batch(writer: &SqlitePool, batch: &[Job]) -> Result<Outcome, Stor
                 replacement,
                 at,
                 ..
-            } if first_claim.get(jti) == Some(&index) => {
-                Some((index, jti, replacement.as_ref(), to_micros(*at)))
-            }
+            } if claimed.insert(*jti) => Some((index, jti, replacement.as_ref(), to_micros(*at))),
             _ => None,
         })
         .collect();
-    claims.sort_by_key(|(index, ..)| *index);
     let extends: Vec<(usize, &SecretDigest, &NewRefreshToken)> = batch
         .iter()
         .enumerate()

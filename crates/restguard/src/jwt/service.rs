@@ -19,7 +19,7 @@ use super::{
     keys::{self, JwtAlgorithm, KeyError, KeyRing, KeySet, KeySource, ROTATION_MARGIN},
     JwtError, TokenProblem, TokenType,
 };
-use crate::digest::{ordered_id, SecretDigester, LOCATOR_LEN};
+use crate::digest::{ordered_id, ordered_id_locator, SecretDigester};
 
 /// JWT settings (Simple JWT's `SIMPLE_JWT` dict, CONTRACT §9).
 #[derive(Clone)]
@@ -197,27 +197,6 @@ fn now() -> OffsetDateTime {
     OffsetDateTime::now_utc()
 }
 
-/// A `jti` (32 hex, as Simple JWT's `uuid4().hex`): a UUIDv7, whose time-ordered front
-/// becomes the front of its stored digest (see [`SecretDigester`]).
-fn new_jti() -> String {
-    ordered_id()
-}
-
-/// The time-ordered front of a `jti` made by [`new_jti`]; `None` for other `jti`s (tokens
-/// minted elsewhere, or before `jti`s were UUIDv7), whose digests stay plain.
-fn jti_locator(jti: &str) -> Option<[u8; LOCATOR_LEN]> {
-    if jti.len() != 32 {
-        return None;
-    }
-    let id = uuid::Uuid::try_parse(jti).ok()?;
-    if id.get_version_num() != 7 {
-        return None;
-    }
-    let mut locator = [0u8; LOCATOR_LEN];
-    locator.copy_from_slice(&id.as_bytes()[..LOCATOR_LEN]);
-    Some(locator)
-}
-
 fn secs(d: Duration) -> i64 {
     i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 4)
 }
@@ -325,7 +304,9 @@ impl JwtService {
     }
 
     fn digest(&self, jti: &str) -> SecretDigest {
-        self.inner.digester.digest_located(jti_locator(jti), jti)
+        self.inner
+            .digester
+            .digest_located(ordered_id_locator(jti), jti)
     }
 
     // ----- issuing -----
@@ -382,7 +363,7 @@ impl JwtService {
 
     fn access_at(&self, keys: &KeySet, user_id: UserId, iat: i64) -> Result<String, JwtError> {
         let exp = iat + secs(self.inner.settings.access_token_lifetime);
-        let claims = self.claims(TokenType::Access, user_id, iat, exp, &new_jti());
+        let claims = self.claims(TokenType::Access, user_id, iat, exp, &ordered_id());
         self.sign(keys, claims)
     }
 
@@ -394,7 +375,7 @@ impl JwtService {
         family: FamilyId,
     ) -> Result<(String, NewRefreshToken), JwtError> {
         let exp = iat + secs(self.inner.settings.refresh_token_lifetime);
-        let jti = new_jti();
+        let jti = ordered_id();
         let token = self.sign(
             keys,
             self.claims(TokenType::Refresh, user_id, iat, exp, &jti),
@@ -415,7 +396,7 @@ impl JwtService {
     pub async fn issue_pair(&self, user: &User) -> Result<TokenPair, JwtError> {
         let iat = Self::issue_time(user).await;
         let keys = self.inner.keys.current();
-        let family = FamilyId(new_jti());
+        let family = FamilyId(ordered_id());
         let (refresh, record) = self.new_refresh(&keys, user.id, iat, family)?;
         let access = self.access_at(&keys, user.id, iat)?;
         self.inner.jwt.create_refresh(record).await?;
@@ -428,7 +409,7 @@ impl JwtService {
         let keys = self.inner.keys.current();
         let settings = &self.inner.settings;
         let exp = iat + secs(settings.sliding_token_lifetime);
-        let mut claims = self.claims(TokenType::Sliding, user.id, iat, exp, &new_jti());
+        let mut claims = self.claims(TokenType::Sliding, user.id, iat, exp, &ordered_id());
         claims.insert(
             "refresh_exp".into(),
             json!(iat + secs(settings.sliding_token_refresh_lifetime)),
