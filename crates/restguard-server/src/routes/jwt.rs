@@ -13,6 +13,7 @@ use crate::{
     app::AppState,
     body::{CharRules, Data, Fields, LoginFields},
     error::{ApiError, ApiResult},
+    routes::no_store::NoStore,
 };
 
 fn rejected(state: &AppState, error: JwtError) -> ApiError {
@@ -58,7 +59,7 @@ pub(crate) async fn obtain(
     State(state): State<AppState>,
     RequestIp(ip): RequestIp,
     data: Data,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let user = credentials(&state, ip, &data).await?;
     let pair = state
         .jwt
@@ -70,13 +71,16 @@ pub(crate) async fn obtain(
         .users
         .record_login(user.id, time::OffsetDateTime::now_utc())
         .await?;
-    Ok(Json(
+    Ok(NoStore(Json(
         json!({"refresh": pair.refresh, "access": pair.access}),
-    ))
+    )))
 }
 
 /// `POST /api/token/refresh/` `{"refresh"}` → `{"access"}` (+ `"refresh"` with rotation).
-pub(crate) async fn refresh(State(state): State<AppState>, data: Data) -> ApiResult<Json<Value>> {
+pub(crate) async fn refresh(
+    State(state): State<AppState>,
+    data: Data,
+) -> ApiResult<NoStore<Json<Value>>> {
     let token = token_field(&data, "refresh")?;
     let refreshed = state
         .jwt
@@ -87,7 +91,7 @@ pub(crate) async fn refresh(State(state): State<AppState>, data: Data) -> ApiRes
     if let Some(refresh) = refreshed.refresh {
         body["refresh"] = json!(refresh);
     }
-    Ok(Json(body))
+    Ok(NoStore(Json(body)))
 }
 
 /// `POST /api/token/verify/` `{"token"}` → `{}`.
@@ -117,7 +121,7 @@ pub(crate) async fn sliding_obtain(
     State(state): State<AppState>,
     RequestIp(ip): RequestIp,
     data: Data,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let user = credentials(&state, ip, &data).await?;
     let token = state
         .jwt
@@ -129,21 +133,21 @@ pub(crate) async fn sliding_obtain(
         .users
         .record_login(user.id, time::OffsetDateTime::now_utc())
         .await?;
-    Ok(Json(json!({"token": token})))
+    Ok(NoStore(Json(json!({"token": token}))))
 }
 
 /// `POST /api/token/sliding/refresh/` `{"token"}` → `{"token"}`.
 pub(crate) async fn sliding_refresh(
     State(state): State<AppState>,
     data: Data,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let token = token_field(&data, "token")?;
     let token = state
         .jwt
         .refresh_sliding(&token)
         .await
         .map_err(|e| rejected(&state, e))?;
-    Ok(Json(json!({"token": token})))
+    Ok(NoStore(Json(json!({"token": token}))))
 }
 
 /// `GET /api/token/jwks/`.

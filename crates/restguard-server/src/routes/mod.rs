@@ -3,6 +3,7 @@
 pub(crate) mod health;
 pub(crate) mod jwt;
 pub(crate) mod me;
+pub(crate) mod no_store;
 pub(crate) mod oauth2;
 pub(crate) mod pages;
 pub(crate) mod session;

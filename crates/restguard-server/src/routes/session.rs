@@ -160,7 +160,8 @@ pub(crate) async fn login(
     for cookie in logged_in.cookies {
         response.headers_mut().append(header::SET_COOKIE, cookie);
     }
-    Ok(response)
+    // The new session cookie is a credential.
+    Ok(crate::routes::no_store::NoStore(response).into_response())
 }
 
 /// `POST /api/session/logout/` + CSRF → 204; the session is deleted server-side.

@@ -16,7 +16,7 @@ use crate::{
     app::AppState,
     body::{CharRules, Data, Fields, LoginFields},
     error::{ApiError, ApiResult},
-    routes::rfc3339,
+    routes::{no_store::NoStore, rfc3339},
 };
 
 /// Longest token name.
@@ -49,7 +49,7 @@ pub(crate) async fn obtain(
     State(state): State<AppState>,
     RequestIp(ip): RequestIp,
     data: Data,
-) -> ApiResult<Json<Value>> {
+) -> ApiResult<NoStore<Json<Value>>> {
     let LoginFields { username, password } = LoginFields::parse(&data)?;
     let user = match state.passwords.login(ip, &username, &password).await? {
         Login::Valid(user) => user,
@@ -61,7 +61,7 @@ pub(crate) async fn obtain(
         Login::Throttled(wait) => return Err(ApiError::Throttled(wait)),
     };
     let issued = state.tokens.issue(user.id, "", None).await?;
-    Ok(Json(json!({"token": issued.key.expose()})))
+    Ok(NoStore(Json(json!({"token": issued.key.expose()}))))
 }
 
 /// `GET /api/tokens/`.
@@ -78,7 +78,7 @@ pub(crate) async fn create(
     State(state): State<AppState>,
     Authenticated(identity): Authenticated,
     data: Data,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<NoStore<(StatusCode, Json<Value>)>> {
     let mut fields = Fields::new(&data);
     let name = fields.char(
         "name",
@@ -96,7 +96,7 @@ pub(crate) async fn create(
         .tokens
         .issue(identity.user.id, name.as_deref().unwrap_or(""), expires_in)
         .await?;
-    Ok((StatusCode::CREATED, Json(issued_json(&issued))))
+    Ok(NoStore((StatusCode::CREATED, Json(issued_json(&issued)))))
 }
 
 fn parse_id(raw: &str) -> ApiResult<TokenId> {
@@ -126,14 +126,14 @@ pub(crate) async fn rotate(
     State(state): State<AppState>,
     Authenticated(identity): Authenticated,
     Path(id): Path<String>,
-) -> ApiResult<(StatusCode, Json<Value>)> {
+) -> ApiResult<NoStore<(StatusCode, Json<Value>)>> {
     let id = parse_id(&id)?;
     let issued = state
         .tokens
         .rotate(identity.user.id, id)
         .await?
         .ok_or(ApiError::NotFound)?;
-    Ok((StatusCode::CREATED, Json(issued_json(&issued))))
+    Ok(NoStore((StatusCode::CREATED, Json(issued_json(&issued)))))
 }
 
 /// `POST /api/auth/logout/` — revokes the presenting token (knox).
