@@ -36,7 +36,10 @@ use time::OffsetDateTime;
 
 use crate::timestamp::{from_micros, to_micros, truncate};
 
+mod family_lock;
 mod oauth;
+
+use family_lock::Families;
 
 /// Pool size, timeouts and statement timeout of a [`PostgresStore`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -780,25 +783,31 @@ impl JwtStore for PostgresStore {
         parent: &SecretDigest,
         replacement: NewRefreshToken,
     ) -> Result<Option<RefreshToken>, StoreError> {
-        // One statement; `FOR SHARE` makes it wait for a concurrent consume or revoke of the
-        // parent and re-check the condition against the committed row.
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        family_lock::share(&mut tx, Families::Jwt, parent).await?;
+        // One statement; `FOR SHARE` makes it wait for a concurrent consume of the parent and
+        // re-check the condition against the committed row.
         let sql = format!(
             "INSERT INTO jwt_refresh_tokens (jti, family, user_id, created, expires_at) \
              SELECT $1, family, user_id, $2, $3 FROM jwt_refresh_tokens \
              WHERE jti = $4 AND user_id = $5 AND used_at IS NULL AND revoked_at IS NULL \
              FOR SHARE RETURNING {REFRESH_COLUMNS}"
         );
-        sqlx::query(&sql)
+        let row = sqlx::query(&sql)
             .bind(&replacement.jti.0[..])
             .bind(to_micros(replacement.created))
             .bind(to_micros(replacement.expires_at))
             .bind(&parent.0[..])
             .bind(replacement.user_id.0)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *tx)
             .await
-            .map_err(|e| map_err(e, "refresh token"))?
-            .map(|row| refresh_at(&row))
-            .transpose()
+            .map_err(|e| map_err(e, "refresh token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
+        row.map(|row| refresh_at(&row)).transpose()
     }
 
     async fn refresh_by_jti(&self, jti: &SecretDigest) -> Result<Option<RefreshToken>, StoreError> {
@@ -823,6 +832,8 @@ impl JwtStore for PostgresStore {
             .begin()
             .await
             .map_err(|e| map_err(e, "refresh token"))?;
+        // Held until commit, so that a revocation of the family sees the replacement.
+        family_lock::share(&mut tx, Families::Jwt, jti).await?;
         // The conditional write is the decision: a concurrent caller blocks on the row lock,
         // then re-checks the condition against the committed row and gets nothing back.
         let sql = format!(
@@ -857,16 +868,25 @@ impl JwtStore for PostgresStore {
         family: &FamilyId,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "refresh token"))?;
+        // After the rotations in flight have committed, before any other starts: the
+        // statement below sees every member (see `family_lock`).
+        family_lock::exclusive(&mut tx, Families::Jwt, family).await?;
         let revoked = sqlx::query(
             "UPDATE jwt_refresh_tokens SET revoked_at = $1 \
              WHERE family = $2 AND used_at IS NULL AND revoked_at IS NULL",
         )
         .bind(to_micros(at))
         .bind(&family.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| map_err(e, "refresh token"))?
         .rows_affected();
+        tx.commit().await.map_err(|e| map_err(e, "refresh token"))?;
         Ok(revoked)
     }
 

@@ -15,7 +15,9 @@ use sqlx::postgres::PgRow;
 use time::OffsetDateTime;
 
 use super::USER_COLUMNS;
-use super::{digest_at, get, get_opt_time, get_time, map_err, user_at, PostgresStore};
+use super::{
+    digest_at, family_lock, get, get_opt_time, get_time, map_err, user_at, Families, PostgresStore,
+};
 use crate::timestamp::to_micros;
 
 const APP_COLUMNS: &str = "oauth_applications.id, oauth_applications.client_id, \
@@ -369,6 +371,8 @@ impl OAuthStore for PostgresStore {
             .begin()
             .await
             .map_err(|e| map_err(e, "oauth token"))?;
+        // Held until commit, so that a revocation of the family sees the replacements.
+        family_lock::share(&mut tx, Families::OAuth, digest).await?;
         let sql = format!(
             "UPDATE oauth_tokens SET used_at = $1 WHERE digest = $2 AND kind = 'refresh' \
              AND used_at IS NULL AND revoked_at IS NULL RETURNING {OAUTH_TOKEN_RETURNING}"
@@ -412,14 +416,23 @@ impl OAuthStore for PostgresStore {
         family: &FamilyId,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "oauth token"))?;
+        // After the rotations in flight have committed, before any other starts (see
+        // `family_lock`).
+        family_lock::exclusive(&mut tx, Families::OAuth, family).await?;
         let done = sqlx::query(
             "UPDATE oauth_tokens SET revoked_at = $1 WHERE family = $2 AND revoked_at IS NULL",
         )
         .bind(to_micros(at))
         .bind(&family.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| map_err(e, "oauth token"))?;
+        tx.commit().await.map_err(|e| map_err(e, "oauth token"))?;
         Ok(done.rows_affected())
     }
 
