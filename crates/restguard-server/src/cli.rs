@@ -15,7 +15,7 @@ use restguard_core::{
 };
 use time::OffsetDateTime;
 
-use crate::{app, config::Config, routes::rfc3339, stores::Backend};
+use crate::{app, config::Config, redact::redact_url, routes::rfc3339, stores::Backend};
 
 mod oauth_apps;
 
@@ -201,10 +201,14 @@ fn cli_hasher() -> PasswordHasher {
 }
 
 impl Cli {
-    /// Runs the command.
-    pub(crate) async fn run(self) -> anyhow::Result<()> {
-        let mut config = Config::load(self.config.as_deref())
-            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))?;
+    /// The configuration the command runs with.
+    pub(crate) fn config(&self) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref())
+            .map_err(|e| anyhow::anyhow!("invalid configuration: {e}"))
+    }
+
+    /// Runs the command with `config` (from [`Cli::config`]).
+    pub(crate) async fn run(self, mut config: Config) -> anyhow::Result<()> {
         match self.command {
             Command::Serve { bind } => {
                 if let Some(bind) = bind {
@@ -219,12 +223,19 @@ impl Cli {
                 config.server.bind = local;
                 let router = app::build(&config, &backend).await?;
                 println!("restguard listening on http://{local}");
-                tracing::info!(%local, database = %config.database.url, "serving");
+                tracing::info!(
+                    %local,
+                    database = %redact_url(&config.database.url),
+                    "serving"
+                );
                 app::serve(listener, router, config.server.shutdown_grace.0).await?;
             }
             Command::Migrate => {
                 open(&config, true).await?;
-                eprintln!("database {} is up to date", config.database.url);
+                eprintln!(
+                    "database {} is up to date",
+                    redact_url(&config.database.url)
+                );
             }
             Command::User(command) => {
                 let backend = open(&config, true).await?;

@@ -190,7 +190,7 @@ impl OAuth2Config {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct DatabaseConfig {
     pub(crate) url: String,
@@ -200,6 +200,17 @@ pub(crate) struct DatabaseConfig {
     pub(crate) acquire_timeout: Seconds,
     /// PostgreSQL: server-side limit per statement (`0` disables it); past it, 503.
     pub(crate) statement_timeout: Seconds,
+}
+
+impl fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &crate::redact::redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("statement_timeout", &self.statement_timeout)
+            .finish()
+    }
 }
 
 impl Default for DatabaseConfig {
@@ -214,7 +225,7 @@ impl Default for DatabaseConfig {
 }
 
 /// `[redis]`: shared throttle counters for several instances.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct RedisConfig {
     /// `redis://host:port/db`; unset: throttles are kept in process.
@@ -231,6 +242,22 @@ pub(crate) struct RedisConfig {
     /// Announce revocations to the other instances through Redis pub/sub, so their caches
     /// drop the stale checks at once.
     pub(crate) invalidations: bool,
+}
+
+impl fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisConfig")
+            .field(
+                "url",
+                &self.url.as_ref().map(|u| crate::redact::redact_url(&u.0)),
+            )
+            .field("throttle_fail_closed", &self.throttle_fail_closed)
+            .field("timeout", &self.timeout)
+            .field("key_prefix", &self.key_prefix)
+            .field("sessions", &self.sessions)
+            .field("invalidations", &self.invalidations)
+            .finish()
+    }
 }
 
 impl Default for RedisConfig {
@@ -810,6 +837,16 @@ impl Serialize for RateValue {
 }
 
 impl Config {
+    /// The secrets given in the configuration (not the URLs' passwords), for
+    /// [`Scrubber`](crate::redact::Scrubber).
+    pub(crate) fn secret_texts(&self) -> Vec<String> {
+        [self.jwt.signing_key.as_ref(), self.metrics.token.as_ref()]
+            .into_iter()
+            .flatten()
+            .map(|t| t.0.clone())
+            .collect()
+    }
+
     /// Defaults, then the file (if given or found), then `RESTGUARD_*__*` variables.
     pub(crate) fn load(file: Option<&Path>) -> Result<Config, String> {
         let mut figment = Figment::from(Serialized::defaults(Config::default()));

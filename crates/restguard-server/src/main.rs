@@ -9,6 +9,7 @@ mod client_ip;
 mod config;
 mod error;
 mod metrics;
+mod redact;
 mod routes;
 mod scaleout;
 mod stores;
@@ -39,8 +40,17 @@ fn main() -> std::process::ExitCode {
         );
     }));
     let cli = cli::Cli::parse();
+    let config = match cli.config() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    // Everything the process prints from here on has the configured secrets masked.
+    let scrubber = redact::Scrubber::from_config(&config);
     tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
+        .with_writer(scrubber.stderr())
         .with_env_filter(
             EnvFilter::try_from_env("RESTGUARD_LOG")
                 .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,tower_http=warn")),
@@ -56,11 +66,12 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match runtime.block_on(cli.run()) {
+    match runtime.block_on(cli.run(config)) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let chain: Vec<String> = e.chain().map(|c| c.to_string()).collect();
-            eprintln!("error: {}", chain.join(": ").replace('\n', " "));
+            let line = chain.join(": ").replace('\n', " ");
+            eprintln!("error: {}", scrubber.scrub(&line));
             std::process::ExitCode::from(1)
         }
     }

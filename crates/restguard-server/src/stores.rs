@@ -10,7 +10,10 @@ use restguard_store::{
     sqlite::SqliteStore,
 };
 
-use crate::config::{DatabaseConfig, RedisConfig};
+use crate::{
+    config::{DatabaseConfig, RedisConfig},
+    redact::redact_url,
+};
 
 /// The backend named by `database.url`, and the Redis session store when `redis.sessions`
 /// is on.
@@ -56,9 +59,13 @@ impl Backend {
     pub(crate) async fn open(database: &DatabaseConfig) -> anyhow::Result<Backend> {
         let url = database.url.as_str();
         if url.starts_with("sqlite:") {
-            let store = SqliteStore::connect(url)
-                .await
-                .map_err(|e| anyhow::anyhow!("database.url {url:?}: {}", crate::error_chain(&e)))?;
+            let store = SqliteStore::connect(url).await.map_err(|e| {
+                anyhow::anyhow!(
+                    "database.url {:?}: {}",
+                    redact_url(url),
+                    crate::error_chain(&e)
+                )
+            })?;
             Ok(Backend::of(Kind::Sqlite(Arc::new(store))))
         } else if url == "memory:" {
             Ok(Backend::of(Kind::Memory(Arc::new(MemoryStore::new()))))

@@ -152,7 +152,7 @@ async fn family_race(kind: &Kind, a: &Server, b: &Server, replay_after: Duration
             let mut current = live;
             let mut rotations = 0usize;
             while !stop.load(Ordering::Relaxed) {
-                let server = if rotations % 2 == 0 { a } else { b };
+                let server = if rotations.is_multiple_of(2) { a } else { b };
                 match kind.rotate(server, &current).await {
                     Ok(next) => current = next,
                     Err(()) => break,

@@ -30,6 +30,7 @@
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+pub mod redact;
 pub mod redis;
 pub mod sqlite;
 pub mod testing;

@@ -136,7 +136,7 @@ impl PostgresStore {
         if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
             return Err(StoreError::backend(format!(
                 "not a PostgreSQL URL (expected postgres://…): {}",
-                redact_url(url)
+                crate::redact::redact_url(url)
             )));
         }
         let mut connect = PgConnectOptions::from_str(url)
@@ -188,18 +188,6 @@ impl PostgresStore {
             self.pool.num_idle(),
             self.pool.options().get_max_connections(),
         )
-    }
-}
-
-/// `url` without its password, for messages.
-fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme && url[scheme + 3..at].contains(':') => {
-            let userinfo = &url[scheme + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:[redacted]{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -1183,16 +1171,6 @@ mod tests {
         for code in ["23505", "42P01", "22P02"] {
             assert!(!transient_sqlstate(code), "{code}");
         }
-    }
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://me:secret@db/x"),
-            "postgres://me:[redacted]@db/x"
-        );
-        assert_eq!(redact_url("postgres://db/x"), "postgres://db/x");
-        assert_eq!(redact_url("postgres://me@db/x"), "postgres://me@db/x");
     }
 
     #[tokio::test]

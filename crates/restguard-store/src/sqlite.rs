@@ -84,7 +84,8 @@ impl SqliteStore {
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
         if !url.starts_with("sqlite:") {
             return Err(StoreError::backend(format!(
-                "not a SQLite URL (expected sqlite://PATH or sqlite::memory:): {url:?}"
+                "not a SQLite URL (expected sqlite://PATH or sqlite::memory:): {:?}",
+                crate::redact::redact_url(url)
             )));
         }
         let in_memory = url.contains(":memory:") || url.contains("mode=memory");
