@@ -114,6 +114,7 @@ macro_rules! conformance_suite {
             consume_refresh_concurrent_exactly_one,
             extend_family_only_from_live_parent,
             revoke_family_revokes_every_member,
+            revoke_family_catches_concurrent_rotations,
             blacklist_jti_once,
             delete_expired_jwt_only_expired,
             delete_user_removes_refresh_tokens,
@@ -135,6 +136,7 @@ macro_rules! conformance_suite {
             oauth_concurrent_grants_fail_alone,
             oauth_rotate_refresh_once,
             oauth_rotate_refresh_concurrent_exactly_one,
+            oauth_revoke_family_catches_concurrent_rotations,
             oauth_authorized_applications_and_revoke,
             oauth_delete_expired_and_cascades,
         }
@@ -1037,6 +1039,91 @@ pub async fn revoke_family_revokes_every_member<S: Backend>(
     Ok(())
 }
 
+/// A distinct digest for member `generation` of race family `family`.
+fn race_digest(family: u8, generation: u32) -> SecretDigest {
+    let mut bytes = [0xAB; 32];
+    bytes[0] = family;
+    bytes[1..5].copy_from_slice(&generation.to_be_bytes());
+    SecretDigest(bytes)
+}
+
+/// Families whose live token is rotated in a loop while the family is revoked: once
+/// `revoke_family` has returned, no member of the family can be consumed — including a child
+/// a rotation was inserting at that very moment (RFC 9700 reuse detection must not be
+/// outrun).
+pub async fn revoke_family_catches_concurrent_rotations<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let mut races = Vec::new();
+    for family in 0..16u8 {
+        let store = store.clone();
+        races.push(tokio::spawn(async move {
+            let name = FamilyId(format!("race-{family}"));
+            store
+                .create_refresh(NewRefreshToken {
+                    jti: race_digest(family, 0),
+                    family: name.clone(),
+                    user_id: alice.id,
+                    created: at(0),
+                    expires_at: at(1_000_000),
+                })
+                .await?;
+            let rotator = {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let mut generation = 0u32;
+                    loop {
+                        let next = NewRefreshToken {
+                            jti: race_digest(family, generation + 1),
+                            family: FamilyId(String::new()),
+                            user_id: alice.id,
+                            created: at(1),
+                            expires_at: at(1_000_000),
+                        };
+                        match store
+                            .consume_refresh(&race_digest(family, generation), Some(next), at(2))
+                            .await?
+                        {
+                            RefreshUse::Consumed(..) => generation += 1,
+                            _ => return Ok::<u32, StoreError>(generation),
+                        }
+                        if generation > 2_000 {
+                            return Ok(generation);
+                        }
+                    }
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(family % 4) + 1)).await;
+            store.revoke_family(&name, at(3)).await?;
+            let last = rotator
+                .await
+                .map_err(|e| StoreError::backend(e.to_string()))??;
+            // The chain's newest member: whatever the rotator did, it is dead now.
+            let outcome = store
+                .consume_refresh(&race_digest(family, last), None, at(4))
+                .await?;
+            Ok::<bool, StoreError>(!matches!(outcome, RefreshUse::Consumed(..)))
+        }));
+    }
+    let mut dead = 0;
+    for race in races {
+        if race
+            .await
+            .map_err(|e| StoreError::backend(e.to_string()))??
+        {
+            dead += 1;
+        }
+    }
+    assert_eq!(
+        dead,
+        16,
+        "families that outran their revocation: {}",
+        16 - dead
+    );
+    Ok(())
+}
+
 /// `blacklist_jti` adds once; `is_blacklisted` sees it.
 pub async fn blacklist_jti_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
     assert!(!store.is_blacklisted(&digest(1)).await?);
@@ -1730,6 +1817,81 @@ pub async fn oauth_concurrent_grants_fail_alone<S: Backend>(
 }
 
 /// A refresh token rotates once; a second use is `AlreadyUsed`; access tokens and revoked
+
+/// OAuth2 refresh-token families rotated in a loop while revoked: once
+/// `revoke_oauth_family` has returned, no member rotates any more.
+pub async fn oauth_revoke_family_catches_concurrent_rotations<S: Backend>(
+    store: Arc<S>,
+) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("racer")).await?;
+    let token = move |family: u8, generation: u32, name: &FamilyId| NewOAuthToken {
+        kind: OAuthTokenKind::Refresh,
+        digest: race_digest(family, generation),
+        application: app.id,
+        user_id: Some(alice.id),
+        scopes: vec!["read".into()],
+        family: name.clone(),
+        created: at(1),
+        expires_at: at(1_000_000),
+    };
+    let mut races = Vec::new();
+    for family in 0..16u8 {
+        let store = store.clone();
+        races.push(tokio::spawn(async move {
+            let name = FamilyId(format!("oauth-race-{family}"));
+            store
+                .create_oauth_tokens(vec![token(family, 0, &name)])
+                .await?;
+            let rotator = {
+                let store = store.clone();
+                let name = name.clone();
+                tokio::spawn(async move {
+                    let mut generation = 0u32;
+                    loop {
+                        let next = vec![token(family, generation + 1, &name)];
+                        match store
+                            .rotate_refresh(&race_digest(family, generation), next, at(2))
+                            .await?
+                        {
+                            OAuthRefreshUse::Consumed(_) => generation += 1,
+                            _ => return Ok::<u32, StoreError>(generation),
+                        }
+                        if generation > 2_000 {
+                            return Ok(generation);
+                        }
+                    }
+                })
+            };
+            tokio::time::sleep(std::time::Duration::from_millis(u64::from(family % 4) + 1)).await;
+            store.revoke_oauth_family(&name, at(3)).await?;
+            let last = rotator
+                .await
+                .map_err(|e| StoreError::backend(e.to_string()))??;
+            let outcome = store
+                .rotate_refresh(&race_digest(family, last), Vec::new(), at(4))
+                .await?;
+            Ok::<bool, StoreError>(!matches!(outcome, OAuthRefreshUse::Consumed(_)))
+        }));
+    }
+    let mut dead = 0;
+    for race in races {
+        if race
+            .await
+            .map_err(|e| StoreError::backend(e.to_string()))??
+        {
+            dead += 1;
+        }
+    }
+    assert_eq!(
+        dead,
+        16,
+        "families that outran their revocation: {}",
+        16 - dead
+    );
+    Ok(())
+}
+
 /// tokens never rotate.
 pub async fn oauth_rotate_refresh_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
     let alice = store.create_user(new_user("alice")).await?;
