@@ -261,12 +261,47 @@ pub trait TokenStore: Send + Sync + 'static {
     async fn delete_expired_tokens(&self, now: OffsetDateTime) -> Result<u64, StoreError>;
 }
 
+/// A stored value that is kept wrapped (encrypted under the key-encryption key, see
+/// `restguard::sealing`): which row of which table it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WrappedKey<'a> {
+    /// The value of the server secret `name` (the digest key).
+    ServerSecret {
+        /// The secret's name.
+        name: &'a str,
+    },
+    /// The private key of the JWT / id_token signing key `kid`.
+    SigningKey {
+        /// The key's id.
+        kid: &'a str,
+        /// Its JWA algorithm.
+        algorithm: &'a str,
+    },
+}
+
+/// Re-wraps one stored value (see [`SecretStore::rewrap_keys`]): `Ok(Some(new))` replaces
+/// it, `Ok(None)` keeps it, `Err` aborts the whole rewrap.
+pub type Rewrap<'f> =
+    dyn Fn(WrappedKey<'_>, &[u8]) -> Result<Option<Vec<u8>>, BoxError> + Send + Sync + 'f;
+
 /// Server-wide secrets (digest keys, signing keys), shared by every instance on one database.
 #[async_trait]
 pub trait SecretStore: Send + Sync + 'static {
     /// Returns the secret stored under `name`, storing `candidate` first if there is none.
     /// Concurrent callers (even on other instances) all get the same value.
     async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError>;
+
+    /// Passes every wrapped value the backend holds — each server secret's value and each
+    /// signing key's private key, as stored — to `rewrap`, and writes the replacements it
+    /// returns, all in one transaction: when `rewrap` fails for any value, nothing is written
+    /// and its error is returned as [`StoreError::Backend`]. Writers of these rows on other
+    /// connections wait meanwhile. When `rewrap` replaces nothing, nothing is written.
+    /// Returns how many values were replaced.
+    ///
+    /// This is how the key-encryption key is introduced (values stored in clear are sealed in
+    /// place) and rotated (every value re-sealed under the new key) atomically.
+    async fn rewrap_keys(&self, rewrap: &Rewrap<'_>) -> Result<u64, StoreError>;
 }
 
 /// A refresh-token family's id: every refresh token descended (by rotation) from one login

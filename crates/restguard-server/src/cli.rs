@@ -72,6 +72,15 @@ enum KeysCommand {
     /// have expired: after `keys rotate`, when a previous key may have leaked. Tokens and
     /// id_tokens signed with them stop verifying on every running server within a second.
     PurgeRetired,
+    /// Re-encrypt every stored key under a new key-encryption key, in one transaction. With a
+    /// key file (the default), a new key is generated and replaces the file; with
+    /// server.secret_key (RESTGUARD_SERVER__SECRET_KEY), give the new key on standard input
+    /// and set the variable to it on every instance. Prints the new key's id.
+    RotateKek {
+        /// Read the new key (base64 of 32 bytes) from the first line of standard input.
+        #[arg(long)]
+        new_key_stdin: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -182,13 +191,14 @@ fn store_problem(e: restguard_core::StoreError) -> anyhow::Error {
     anyhow::anyhow!("{}", crate::error_chain(&e))
 }
 
-async fn open(config: &Config, migrate: bool) -> anyhow::Result<Backend> {
-    let backend = Backend::open(&config.database)
+/// Opens and migrates the database, and unlocks its keys with the key-encryption key (the
+/// same resolution for every command, `serve` included).
+async fn open(config: &Config) -> anyhow::Result<Backend> {
+    let mut backend = Backend::open(&config.database)
         .await?
         .with_redis(&config.redis)?;
-    if migrate {
-        backend.migrate().await?;
-    }
+    backend.migrate().await?;
+    backend.unlock(config).await?;
     Ok(backend)
 }
 
@@ -214,7 +224,7 @@ impl Cli {
                 if let Some(bind) = bind {
                     config.server.bind = bind;
                 }
-                let backend = open(&config, true).await?;
+                let backend = open(&config).await?;
                 let listener = tokio::net::TcpListener::bind(config.server.bind)
                     .await
                     .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
@@ -231,14 +241,14 @@ impl Cli {
                 app::serve(listener, router, config.server.shutdown_grace.0).await?;
             }
             Command::Migrate => {
-                open(&config, true).await?;
+                open(&config).await?;
                 eprintln!(
                     "database {} is up to date",
                     redact_url(&config.database.url)
                 );
             }
             Command::User(command) => {
-                let backend = open(&config, true).await?;
+                let backend = open(&config).await?;
                 user_command(&config, &backend.stores(), command).await?;
             }
             Command::Token(TokenCommand::Create {
@@ -246,7 +256,7 @@ impl Cli {
                 name,
                 expires_in,
             }) => {
-                let stores = open(&config, true).await?.stores();
+                let stores = open(&config).await?.stores();
                 let user = find_user(&stores, &username).await?;
                 let tokens = TokenService::from_stores(&stores)
                     .await
@@ -258,15 +268,15 @@ impl Cli {
                 println!("{}", issued.key.expose());
             }
             Command::App(command) => {
-                let stores = open(&config, true).await?.stores();
+                let stores = open(&config).await?.stores();
                 oauth_apps::app_command(&stores, command).await?;
             }
             Command::Keys(command) => {
-                let stores = open(&config, true).await?.stores();
-                keys_command(&config, &stores, command).await?;
+                let backend = open(&config).await?;
+                keys_command(&config, &backend, command).await?;
             }
             Command::FlushExpired => {
-                let stores = open(&config, true).await?.stores();
+                let stores = open(&config).await?.stores();
                 let now = OffsetDateTime::now_utc();
                 let tokens = stores
                     .tokens
@@ -304,11 +314,15 @@ impl Cli {
 
 async fn keys_command(
     config: &Config,
-    stores: &Stores,
+    backend: &Backend,
     command: KeysCommand,
 ) -> anyhow::Result<()> {
     let settings = config.jwt.settings();
+    let stores = backend.stores();
     match command {
+        KeysCommand::RotateKek { new_key_stdin } => {
+            rotate_kek(config, backend, new_key_stdin).await?;
+        }
         KeysCommand::Rotate { algorithm } => {
             let algorithm: JwtAlgorithm = match algorithm {
                 Some(a) => a
@@ -386,6 +400,68 @@ async fn keys_command(
 
 /// How often running servers re-read the signing keys.
 const KEY_POLL_SECONDS: u64 = 1;
+
+/// `restguard keys rotate-kek`: the new key is on disk (`<file>.new`) before the database
+/// switches to it in one transaction, and replaces the file afterwards; an interruption
+/// between the two leaves both keys on disk, and the startup error names the file to move.
+async fn rotate_kek(config: &Config, backend: &Backend, new_key_stdin: bool) -> anyhow::Result<()> {
+    use crate::secret_key::{commit_new_key, stage_new_key, KeySource};
+    use restguard::sealing::{rewrap_under, KeyEncryptionKey};
+
+    let current = backend
+        .kek()
+        .ok_or_else(|| anyhow::anyhow!("the database is not unlocked"))?
+        .clone();
+    let source = KeySource::of(config)?;
+    let new = if new_key_stdin {
+        let line = read_password_line()?;
+        KeyEncryptionKey::parse(line.expose())
+            .map_err(|e| anyhow::anyhow!("--new-key-stdin: {e}"))?
+    } else {
+        match &source {
+            KeySource::File(_) => KeyEncryptionKey::generate(),
+            KeySource::Setting => anyhow::bail!(
+                "the key-encryption key comes from server.secret_key (RESTGUARD_SERVER__SECRET_KEY):                  give the new key with --new-key-stdin (make one with `openssl rand -base64 32`)"
+            ),
+            KeySource::Ephemeral => anyhow::bail!(
+                "database.url {:?} keeps nothing: there is no key-encryption key to rotate",
+                config.database.url
+            ),
+        }
+    };
+    if new.id() == current.id() {
+        anyhow::bail!("the new key-encryption key is the current one");
+    }
+    let staged = match &source {
+        KeySource::File(path) => Some((path.clone(), stage_new_key(path, &new)?)),
+        _ => None,
+    };
+    let store = backend.plain_stores().secrets;
+    let rewrapped = match rewrap_under(store.as_ref(), &current, &new).await {
+        Ok(n) => n,
+        Err(e) => {
+            if let Some((_, pending)) = &staged {
+                let _ = std::fs::remove_file(pending);
+            }
+            anyhow::bail!("{}", crate::error_chain(&e));
+        }
+    };
+    let place = match &staged {
+        Some((path, pending)) => {
+            commit_new_key(path, pending)?;
+            format!("{} now holds it", path.display())
+        }
+        None => "set RESTGUARD_SERVER__SECRET_KEY to it on every instance".to_owned(),
+    };
+    println!("{}", new.id());
+    eprintln!(
+        "re-encrypted {rewrapped} stored keys under key-encryption key {} (was {}); {place}. \
+         Restart every running server with the new key; backups taken before this need the old key",
+        new.id(),
+        current.id()
+    );
+    Ok(())
+}
 
 async fn user_command(
     config: &Config,

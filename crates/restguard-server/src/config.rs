@@ -1,6 +1,13 @@
 //! `restguard.toml` plus `RESTGUARD_<SECTION>__<KEY>` environment overrides (CONTRACT §9).
 
-use std::{collections::BTreeMap, fmt, net::SocketAddr, path::Path, str::FromStr, time::Duration};
+use std::{
+    collections::BTreeMap,
+    fmt,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    str::FromStr,
+    time::Duration,
+};
 
 use figment::{
     providers::{Env, Format, Serialized, Toml},
@@ -42,6 +49,12 @@ pub(crate) struct ServerConfig {
     pub(crate) request_timeout: Seconds,
     /// Reverse proxies whose `X-Forwarded-For` is believed (networks); empty: none.
     pub(crate) trusted_proxies: crate::client_ip::Networks,
+    /// The key-encryption key's file; unset: `restguard.key` beside the SQLite file (in the
+    /// working directory for PostgreSQL). See `secret_key`.
+    pub(crate) secret_key_file: Option<PathBuf>,
+    /// The key-encryption key itself (base64 of 32 bytes), normally from
+    /// `RESTGUARD_SERVER__SECRET_KEY`; when set, no key file is read or written.
+    pub(crate) secret_key: Option<SecretText>,
 }
 
 impl Default for ServerConfig {
@@ -53,6 +66,8 @@ impl Default for ServerConfig {
             shutdown_grace: Seconds(Duration::from_secs(10)),
             request_timeout: Seconds(Duration::from_secs(30)),
             trusted_proxies: crate::client_ip::Networks::default(),
+            secret_key_file: None,
+            secret_key: None,
         }
     }
 }
@@ -448,6 +463,17 @@ impl<'de> Deserialize<'de> for Text {
     }
 }
 
+/// A secret setting: a [`Text`] that never prints.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub(crate) struct SecretText(pub(crate) Text);
+
+impl fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub(crate) struct PasswordConfig {
@@ -840,11 +866,15 @@ impl Config {
     /// The secrets given in the configuration (not the URLs' passwords), for
     /// [`Scrubber`](crate::redact::Scrubber).
     pub(crate) fn secret_texts(&self) -> Vec<String> {
-        [self.jwt.signing_key.as_ref(), self.metrics.token.as_ref()]
-            .into_iter()
-            .flatten()
-            .map(|t| t.0.clone())
-            .collect()
+        [
+            self.server.secret_key.as_ref().map(|k| &k.0),
+            self.jwt.signing_key.as_ref(),
+            self.metrics.token.as_ref(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|t| t.0.clone())
+        .collect()
     }
 
     /// Defaults, then the file (if given or found), then `RESTGUARD_*__*` variables.

@@ -12,6 +12,7 @@ mod metrics;
 mod redact;
 mod routes;
 mod scaleout;
+mod secret_key;
 mod stores;
 
 use clap::Parser;

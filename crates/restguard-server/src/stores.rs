@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use restguard::sealing::{seal_stores, KeyEncryptionKey};
 use restguard_core::store::Stores;
 use restguard_store::{
     memory::MemoryStore,
@@ -11,15 +12,16 @@ use restguard_store::{
 };
 
 use crate::{
-    config::{DatabaseConfig, RedisConfig},
+    config::{Config, DatabaseConfig, RedisConfig},
     redact::redact_url,
 };
 
-/// The backend named by `database.url`, and the Redis session store when `redis.sessions`
-/// is on.
+/// The backend named by `database.url`, the Redis session store when `redis.sessions` is on,
+/// and, once [unlocked](Backend::unlock), the key-encryption key its keys are sealed under.
 pub(crate) struct Backend {
     kind: Kind,
     sessions: Option<Arc<RedisSessionStore>>,
+    kek: Option<Arc<KeyEncryptionKey>>,
 }
 
 enum Kind {
@@ -33,6 +35,7 @@ impl Backend {
         Backend {
             kind,
             sessions: None,
+            kek: None,
         }
     }
 
@@ -47,7 +50,7 @@ impl Backend {
         let options = RedisOptions::default()
             .key_prefix(redis.key_prefix.0.clone())
             .timeout(redis.timeout.0);
-        let store = RedisSessionStore::new(&url.0, &options, self.stores().users)
+        let store = RedisSessionStore::new(&url.0, &options, self.plain_stores().users)
             .map_err(|e| anyhow::anyhow!("redis.url: {}", crate::error_chain(&e)))?;
         let store = Arc::new(store);
         crate::scaleout::set_session_store(store.clone());
@@ -106,8 +109,22 @@ impl Backend {
         }
     }
 
-    /// The stores, each behind its trait.
-    pub(crate) fn stores(&self) -> Stores {
+    /// Resolves the key-encryption key and checks it against the database (sealing keys
+    /// stored in clear in place); see [`crate::secret_key`]. Until then [`Backend::stores`]
+    /// gives the keys as stored.
+    pub(crate) async fn unlock(&mut self, config: &Config) -> anyhow::Result<()> {
+        let kek = crate::secret_key::unlock(config, self.plain_stores().secrets.as_ref()).await?;
+        self.kek = Some(kek);
+        Ok(())
+    }
+
+    /// The key-encryption key (after [`Backend::unlock`]).
+    pub(crate) fn kek(&self) -> Option<&Arc<KeyEncryptionKey>> {
+        self.kek.as_ref()
+    }
+
+    /// The stores as the database holds them (signing keys and the digest key sealed).
+    pub(crate) fn plain_stores(&self) -> Stores {
         let mut stores = match &self.kind {
             Kind::Sqlite(s) => Stores::from_backend(s.clone()),
             Kind::Postgres(p) => Stores::from_backend(p.clone()),
@@ -117,5 +134,14 @@ impl Backend {
             stores.sessions = sessions.clone();
         }
         stores
+    }
+
+    /// The stores, each behind its trait; after [`Backend::unlock`], the server secrets and
+    /// signing keys are sealed on write and opened on read.
+    pub(crate) fn stores(&self) -> Stores {
+        match &self.kek {
+            Some(kek) => seal_stores(self.plain_stores(), kek.clone()),
+            None => self.plain_stores(),
+        }
     }
 }

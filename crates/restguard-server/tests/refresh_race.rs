@@ -258,6 +258,11 @@ async fn reuse_revokes_families_that_rotate_concurrently_on_two_postgres_instanc
             ("RESTGUARD_DATABASE__URL", url.as_str()),
             ("RESTGUARD_OAUTH2__PASSWORD_GRANT", "true"),
             ("RESTGUARD_DATABASE__MAX_CONNECTIONS", "20"),
+            // Instances on one PostgreSQL database share the key-encryption key.
+            (
+                "RESTGUARD_SERVER__SECRET_KEY",
+                "cmVmcmVzaCByYWNlIGluc3RhbmNlcyBzaGFyZSB0aGk=",
+            ),
             PLAIN_HTTP,
         ],
         "PostgreSQL",

@@ -32,14 +32,27 @@ async fn scratch(test: &str) -> Option<ScratchSchema> {
     Some(ScratchSchema::create(&base).await)
 }
 
+/// The key-encryption key every instance and CLI run of a test shares (as instances on one
+/// PostgreSQL database must; each runs in its own directory, so a key file would not be
+/// shared).
+const SHARED_KEK: (&str, &str) = (
+    "RESTGUARD_SERVER__SECRET_KEY",
+    "c2NhbGUtb3V0IHRlc3RzIHNoYXJlIHRoaXMga2V5ISE=",
+);
+
 /// `restguard ARGS` against the database at `url` (from `dir`).
 fn cli(dir: &std::path::Path, url: &str, args: &[&str], stdin: Option<&[u8]>) -> CliOutput {
-    cli_in(dir, args, stdin, &[("RESTGUARD_DATABASE__URL", url)])
+    cli_in(
+        dir,
+        args,
+        stdin,
+        &[("RESTGUARD_DATABASE__URL", url), SHARED_KEK],
+    )
 }
 
 /// A server on the PostgreSQL database at `url`.
 fn pg_server(url: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env = vec![("RESTGUARD_DATABASE__URL", url), PLAIN_HTTP];
+    let mut env = vec![("RESTGUARD_DATABASE__URL", url), PLAIN_HTTP, SHARED_KEK];
     env.extend_from_slice(extra);
     Server::start_with_env(&env)
 }
@@ -311,7 +324,7 @@ async fn with_redis_revocations_reach_other_instances_at_once() {
         assert_eq!(server.get("/api/me/", Some(&access)).await.status, 200);
         assert_eq!(browser.me(server).await.status, 200);
     }
-    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str()), SHARED_KEK];
     cli_env.extend_from_slice(&env);
     cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
     within(AT_ONCE, "deactivation reaches A and B", || async {
@@ -351,7 +364,7 @@ async fn with_redis_down_revocations_fall_back_to_the_cache_lifetime() {
         || async { b.get("/api/me/", Some(&token(&key))).await.status == 401 },
     )
     .await;
-    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str())];
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str()), SHARED_KEK];
     cli_env.extend_from_slice(&env);
     cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
     assert_eq!(a.get("/healthz", None).await.status, 200);

@@ -40,7 +40,7 @@ use restguard_core::{
     store::{
         FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshUse, SecretDigest,
         SecretStore, SigningKey, SigningKeyStore, StoreHealth, TokenId, TokenStore, UserStore,
-        UNUSABLE_PASSWORD,
+        WrappedKey, UNUSABLE_PASSWORD,
     },
 };
 
@@ -106,6 +106,7 @@ macro_rules! conformance_suite {
             delete_expired_tokens_only_expired,
             secret_or_insert_keeps_first,
             secret_or_insert_concurrent,
+            rewrap_keys_all_or_nothing,
             ping_ok,
             timestamps_round_trip_microseconds,
             refresh_create_and_lookup,
@@ -741,6 +742,80 @@ pub async fn secret_or_insert_concurrent<S: Backend>(store: Arc<S>) -> Result<()
     assert_eq!(first.len(), 32);
     assert!(first.iter().all(|b| *b == first[0]) && first[0] < 16);
     assert_eq!(store.secret_or_insert("key", b"late").await?, first);
+    Ok(())
+}
+
+/// `rewrap_keys` shows every server secret and signing key's private key, writes the
+/// replacements, and writes nothing when the rewrap fails for any of them.
+pub async fn rewrap_keys_all_or_nothing<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    store.secret_or_insert("a", b"secret a").await?;
+    store.secret_or_insert("b", b"secret b").await?;
+    store
+        .add_first_signing_key(signing_key("k1", "EdDSA", at(1)))
+        .await?;
+    store
+        .rotate_signing_key(signing_key("k2", "EdDSA", at(2)), at(2))
+        .await?;
+    let seen = std::sync::Mutex::new(Vec::new());
+    let replaced = store
+        .rewrap_keys(&|slot, value| {
+            let name = match slot {
+                WrappedKey::ServerSecret { name } => format!("secret {name}"),
+                WrappedKey::SigningKey { kid, algorithm } => format!("key {kid} {algorithm}"),
+                _ => "other".to_owned(),
+            };
+            seen.lock()
+                .map_err(|_| "poisoned")?
+                .push((name.clone(), value.to_vec()));
+            // Replace all but secret b.
+            Ok((name != "secret b").then(|| [b"wrapped ".as_slice(), value].concat()))
+        })
+        .await?;
+    assert_eq!(replaced, 3);
+    let mut seen = seen.into_inner().unwrap_or_default();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("key k1 EdDSA".to_owned(), b"private k1".to_vec()),
+            ("key k2 EdDSA".to_owned(), b"private k2".to_vec()),
+            ("secret a".to_owned(), b"secret a".to_vec()),
+            ("secret b".to_owned(), b"secret b".to_vec()),
+        ]
+    );
+    assert_eq!(
+        store.secret_or_insert("a", b"x").await?,
+        b"wrapped secret a"
+    );
+    assert_eq!(store.secret_or_insert("b", b"x").await?, b"secret b");
+    let keys = store.signing_keys().await?;
+    assert_eq!(keys[0].private_key, b"wrapped private k1");
+    assert_eq!(keys[1].private_key, b"wrapped private k2");
+    assert_eq!(keys[1].retired_at, None);
+    assert!(keys[0].retired_at.is_some());
+
+    // A failure on one value: nothing written, the rewrap's error returned.
+    let err = store
+        .rewrap_keys(&|slot, value| match slot {
+            WrappedKey::SigningKey { kid: "k2", .. } => Err("cannot unwrap k2".into()),
+            _ => Ok(Some([b"again ".as_slice(), value].concat())),
+        })
+        .await
+        .expect_err("the rewrap failed");
+    assert!(matches!(err, StoreError::Backend(_)), "got {err:?}");
+    assert!(
+        std::error::Error::source(&err).is_some_and(|e| e.to_string() == "cannot unwrap k2"),
+        "{err:?}"
+    );
+    assert_eq!(
+        store.secret_or_insert("a", b"x").await?,
+        b"wrapped secret a"
+    );
+    let keys = store.signing_keys().await?;
+    assert_eq!(keys[0].private_key, b"wrapped private k1");
+
+    // Nothing to replace: nothing written.
+    assert_eq!(store.rewrap_keys(&|_, _| Ok(None)).await?, 0);
     Ok(())
 }
 
@@ -1816,8 +1891,6 @@ pub async fn oauth_concurrent_grants_fail_alone<S: Backend>(
     Ok(())
 }
 
-/// A refresh token rotates once; a second use is `AlreadyUsed`; access tokens and revoked
-
 /// OAuth2 refresh-token families rotated in a loop while revoked: once
 /// `revoke_oauth_family` has returned, no member rotates any more.
 pub async fn oauth_revoke_family_catches_concurrent_rotations<S: Backend>(
@@ -1892,6 +1965,7 @@ pub async fn oauth_revoke_family_catches_concurrent_rotations<S: Backend>(
     Ok(())
 }
 
+/// A refresh token rotates once; a second use is `AlreadyUsed`; access tokens and revoked
 /// tokens never rotate.
 pub async fn oauth_rotate_refresh_once<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
     let alice = store.create_user(new_user("alice")).await?;

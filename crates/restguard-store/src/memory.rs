@@ -13,8 +13,8 @@ use restguard_core::{
     identity::{User, UserId},
     store::{
         ApiToken, FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshToken,
-        RefreshUse, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
-        StoreHealth, TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
+        RefreshUse, Rewrap, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
+        StoreHealth, TokenId, TokenStore, UserStore, WrappedKey, UNUSABLE_PASSWORD,
     },
     store::{NewSession, SessionId, SessionRecord, SessionStore},
 };
@@ -417,6 +417,37 @@ impl SecretStore for MemoryStore {
             .entry(name.to_owned())
             .or_insert_with(|| candidate.to_vec())
             .clone())
+    }
+
+    async fn rewrap_keys(&self, rewrap: &Rewrap<'_>) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        // Every replacement is computed before any is applied: all or nothing.
+        let mut secrets = Vec::new();
+        for (name, value) in &inner.secrets {
+            if let Some(new) =
+                rewrap(WrappedKey::ServerSecret { name }, value).map_err(StoreError::Backend)?
+            {
+                secrets.push((name.clone(), new));
+            }
+        }
+        let mut keys = Vec::new();
+        for (i, key) in inner.signing_keys.iter().enumerate() {
+            let slot = WrappedKey::SigningKey {
+                kid: &key.kid,
+                algorithm: &key.algorithm,
+            };
+            if let Some(new) = rewrap(slot, &key.private_key).map_err(StoreError::Backend)? {
+                keys.push((i, new));
+            }
+        }
+        let replaced = (secrets.len() + keys.len()) as u64;
+        for (name, new) in secrets {
+            inner.secrets.insert(name, new);
+        }
+        for (i, new) in keys {
+            inner.signing_keys[i].private_key = new;
+        }
+        Ok(replaced)
     }
 }
 

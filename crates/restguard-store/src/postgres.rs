@@ -21,9 +21,9 @@ use restguard_core::{
     identity::{User, UserId},
     store::{
         ApiToken, FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewSession, NewUser,
-        RefreshToken, RefreshUse, SecretDigest, SecretStore, SessionId, SessionRecord,
+        RefreshToken, RefreshUse, Rewrap, SecretDigest, SecretStore, SessionId, SessionRecord,
         SessionStore, SigningKey, SigningKeyStore, StoreError, StoreHealth, TokenId, TokenStore,
-        UserStore, UNUSABLE_PASSWORD,
+        UserStore, WrappedKey, UNUSABLE_PASSWORD,
     },
 };
 use sqlx::{
@@ -752,6 +752,53 @@ impl SecretStore for PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(|e| map_err(e, "secret"))
+    }
+
+    async fn rewrap_keys(&self, rewrap: &Rewrap<'_>) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(|e| map_err(e, "secret"))?;
+        // No signing key is added or rotated meanwhile (they take this lock), and the rows
+        // read are locked until commit.
+        lock_signing_keys(&mut tx).await?;
+        let secrets: Vec<(String, Vec<u8>)> =
+            sqlx::query_as("SELECT name, value FROM server_secrets ORDER BY name FOR UPDATE")
+                .fetch_all(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "secret"))?;
+        let keys: Vec<(String, String, Vec<u8>)> = sqlx::query_as(
+            "SELECT kid, algorithm, private_key FROM jwt_signing_keys ORDER BY kid FOR UPDATE",
+        )
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(|e| map_err(e, "signing key"))?;
+        let mut replaced = 0;
+        for (name, value) in &secrets {
+            if let Some(new) =
+                rewrap(WrappedKey::ServerSecret { name }, value).map_err(StoreError::Backend)?
+            {
+                sqlx::query("UPDATE server_secrets SET value = $1 WHERE name = $2")
+                    .bind(new)
+                    .bind(name)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| map_err(e, "secret"))?;
+                replaced += 1;
+            }
+        }
+        for (kid, algorithm, private_key) in &keys {
+            if let Some(new) = rewrap(WrappedKey::SigningKey { kid, algorithm }, private_key)
+                .map_err(StoreError::Backend)?
+            {
+                sqlx::query("UPDATE jwt_signing_keys SET private_key = $1 WHERE kid = $2")
+                    .bind(new)
+                    .bind(kid)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| map_err(e, "signing key"))?;
+                replaced += 1;
+            }
+        }
+        tx.commit().await.map_err(|e| map_err(e, "secret"))?;
+        Ok(replaced)
     }
 }
 

@@ -11,8 +11,8 @@ use restguard_core::{
     identity::{User, UserId},
     store::{
         ApiToken, FamilyId, JwtStore, NewApiToken, NewRefreshToken, NewUser, RefreshToken,
-        RefreshUse, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
-        StoreHealth, TokenId, TokenStore, UserStore, UNUSABLE_PASSWORD,
+        RefreshUse, Rewrap, SecretDigest, SecretStore, SigningKey, SigningKeyStore, StoreError,
+        StoreHealth, TokenId, TokenStore, UserStore, WrappedKey, UNUSABLE_PASSWORD,
     },
     store::{NewSession, SessionId, SessionRecord, SessionStore},
 };
@@ -732,6 +732,91 @@ impl SecretStore for SqliteStore {
             .await
             .map_err(|e| map_err(e, "secret"))
     }
+
+    async fn rewrap_keys(&self, rewrap: &Rewrap<'_>) -> Result<u64, StoreError> {
+        let mut conn = self
+            .writer
+            .acquire()
+            .await
+            .map_err(|e| map_err(e, "secret"))?;
+        // The values replaced are keys (in clear, or under a key-encryption key being
+        // retired): zero the space they leave behind rather than leave them readable in a
+        // copy of the file.
+        sqlx::query("PRAGMA secure_delete = ON")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| map_err(e, "secret"))?;
+        let replaced = rewrap_keys_on(&mut conn, rewrap).await;
+        let restored = sqlx::query("PRAGMA secure_delete = OFF")
+            .execute(&mut *conn)
+            .await
+            .map_err(|e| map_err(e, "secret"));
+        let replaced = replaced?;
+        restored?;
+        if replaced > 0 {
+            // The old pages may also sit in the write-ahead log: checkpoint it and truncate
+            // it to nothing (best effort: a reader in the way leaves it for a later one).
+            sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+                .execute(&mut *conn)
+                .await
+                .map_err(|e| map_err(e, "secret"))?;
+        }
+        Ok(replaced)
+    }
+}
+
+/// [`SecretStore::rewrap_keys`] on the writer connection, in one transaction.
+async fn rewrap_keys_on(
+    conn: &mut sqlx::SqliteConnection,
+    rewrap: &Rewrap<'_>,
+) -> Result<u64, StoreError> {
+    use sqlx::Connection;
+    // IMMEDIATE: the write lock from the first read, so no other process writes these
+    // rows between the read and the write. A transaction that writes nothing leaves the
+    // file as it was.
+    let mut tx = conn
+        .begin_with("BEGIN IMMEDIATE")
+        .await
+        .map_err(|e| map_err(e, "secret"))?;
+    let secrets: Vec<(String, Vec<u8>)> =
+        sqlx::query_as("SELECT name, value FROM server_secrets ORDER BY name")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "secret"))?;
+    let keys: Vec<(String, String, Vec<u8>)> =
+        sqlx::query_as("SELECT kid, algorithm, private_key FROM jwt_signing_keys ORDER BY kid")
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|e| map_err(e, "signing key"))?;
+    let mut replaced = 0;
+    for (name, value) in &secrets {
+        if let Some(new) =
+            rewrap(WrappedKey::ServerSecret { name }, value).map_err(StoreError::Backend)?
+        {
+            sqlx::query("UPDATE server_secrets SET value = ? WHERE name = ?")
+                .bind(new)
+                .bind(name)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "secret"))?;
+            replaced += 1;
+        }
+    }
+    for (kid, algorithm, private_key) in &keys {
+        if let Some(new) = rewrap(WrappedKey::SigningKey { kid, algorithm }, private_key)
+            .map_err(StoreError::Backend)?
+        {
+            sqlx::query("UPDATE jwt_signing_keys SET private_key = ? WHERE kid = ?")
+                .bind(new)
+                .bind(kid)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "signing key"))?;
+            replaced += 1;
+        }
+    }
+    tx.commit().await.map_err(|e| map_err(e, "secret"))?;
+    Ok(replaced)
 }
 
 #[async_trait]

@@ -199,6 +199,13 @@ impl SecretStore for Split {
     async fn secret_or_insert(&self, name: &str, candidate: &[u8]) -> Result<Vec<u8>, StoreError> {
         self.base.secret_or_insert(name, candidate).await
     }
+
+    async fn rewrap_keys(
+        &self,
+        rewrap: &restguard_core::store::Rewrap<'_>,
+    ) -> Result<u64, StoreError> {
+        self.base.rewrap_keys(rewrap).await
+    }
 }
 
 #[async_trait]

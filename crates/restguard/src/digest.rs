@@ -42,7 +42,9 @@ impl SecretDigester {
         }
     }
 
-    /// Loads the shared key from the store, creating it on first use.
+    /// Loads the shared key from the store, creating it on first use. To keep the key sealed
+    /// at rest, pass a store wrapped by [`seal_stores`](crate::sealing::seal_stores) (the
+    /// server does).
     pub async fn from_store(store: &dyn SecretStore) -> Result<Self, StoreError> {
         let candidate = random_bytes::<32>();
         let stored = store.secret_or_insert(DIGEST_KEY_NAME, &candidate).await?;

@@ -34,6 +34,8 @@
 //! * Token keys are shown once and stored as HMAC-SHA-256 digests; lookups go by digest.
 //! * Unknown users cost one dummy password verification, like wrong passwords.
 //! * No secret is logged; secret types print `[redacted]`.
+//! * Keys the server reads back (signing keys, the digest key) can be kept sealed under a
+//!   key-encryption key outside the database ([`sealing`]).
 
 pub mod basic;
 pub mod csrf;
@@ -41,6 +43,7 @@ pub mod digest;
 mod invalidation;
 pub mod jwt;
 pub mod password;
+pub mod sealing;
 pub mod session;
 pub mod throttle;
 pub mod token;

@@ -1,5 +1,9 @@
 //! Algorithms, signing keys (generation, PEM import, JWK export) and the key ring that
 //! signs with the newest key and verifies with every key whose tokens may still be alive.
+//!
+//! Stored keys are read and written through a [`SigningKeyStore`]; the server's is wrapped
+//! by [`seal_stores`](crate::sealing::seal_stores), so private keys are sealed at rest under
+//! the key-encryption key and this module only ever sees them opened.
 
 use std::{
     collections::HashMap,
