@@ -1,10 +1,12 @@
+use std::sync::Arc;
+
 use axum::{
     body::Body,
     extract::{FromRequestParts, OptionalFromRequestParts},
     response::{IntoResponse, Response},
 };
 use http::request::Parts;
-use restguard_core::{AuthError, Denial, Identity};
+use restguard_core::{AuthError, AuthInfo, Denial, Identity, Principal, User};
 
 use crate::layer::RouteChallenge;
 
@@ -15,22 +17,64 @@ use crate::layer::RouteChallenge;
 #[derive(Debug, Clone)]
 pub struct Authenticated(pub Identity);
 
+fn route_denial(parts: &Parts, error: AuthError) -> Rejected {
+    let challenge = parts
+        .extensions
+        .get::<RouteChallenge>()
+        .and_then(|c| c.0.clone());
+    Rejected(Denial::new(error, challenge))
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Authenticated {
     type Rejection = Rejected;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         match parts.extensions.get::<Identity>() {
             Some(identity) => Ok(Self(identity.clone())),
-            None => {
-                let challenge = parts
-                    .extensions
-                    .get::<RouteChallenge>()
-                    .and_then(|c| c.0.clone());
-                Err(Rejected(Denial::new(
-                    AuthError::NotAuthenticated,
-                    challenge,
-                )))
-            }
+            None => Err(route_denial(parts, AuthError::NotAuthenticated)),
+        }
+    }
+}
+
+/// An authenticated *user* (DRF's `request.user` when it is a real user).
+///
+/// Like [`Authenticated`], but an OAuth2 client acting for itself (a client-credentials
+/// token, [`Principal::Client`]) is refused with DRF's 403 `You do not have permission to
+/// perform this action.` — for handlers that act on a user's own data.
+///
+/// ```
+/// use restguard_axum::AuthenticatedUser;
+///
+/// async fn whoami(AuthenticatedUser { user, .. }: AuthenticatedUser) -> String {
+///     user.username.clone()
+/// }
+/// # let _ = whoami;
+/// ```
+#[derive(Debug, Clone)]
+pub struct AuthenticatedUser {
+    /// The user.
+    pub user: Arc<User>,
+    /// How they authenticated (DRF's `request.auth`).
+    pub auth: AuthInfo,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for AuthenticatedUser {
+    type Rejection = Rejected;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        match parts.extensions.get::<Identity>() {
+            Some(Identity {
+                principal: Principal::User(user),
+                auth,
+            }) => Ok(Self {
+                user: user.clone(),
+                auth: auth.clone(),
+            }),
+            Some(_) => Err(route_denial(
+                parts,
+                AuthError::PermissionDenied { detail: None },
+            )),
+            None => Err(route_denial(parts, AuthError::NotAuthenticated)),
         }
     }
 }

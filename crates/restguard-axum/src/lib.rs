@@ -8,15 +8,17 @@
 //!   the handler; it gets the contract's status, `WWW-Authenticate` / `Retry-After` and JSON
 //!   body.
 //! * [`Authenticated`] extracts the identity (DRF's `request.user` / `request.auth`);
-//!   `Option<Authenticated>` for routes that allow anonymous users.
+//!   `Option<Authenticated>` for routes that allow anonymous users. [`AuthenticatedUser`]
+//!   also refuses an OAuth2 client acting for itself (client-credentials token) with 403, for
+//!   handlers that work on a user's own data.
 //!
 //! ```
 //! use axum::{routing::get, Router};
-//! use restguard_axum::{AuthLayer, Authenticated};
+//! use restguard_axum::{AuthLayer, AuthenticatedUser};
 //! use restguard_core::{permission::{AllowAny, IsAuthenticated}, Policy, PolicyTable, RouteRule};
 //!
-//! async fn me(Authenticated(identity): Authenticated) -> String {
-//!     identity.user.username.clone()
+//! async fn me(AuthenticatedUser { user, .. }: AuthenticatedUser) -> String {
+//!     user.username.clone()
 //! }
 //!
 //! let default = Policy::builder().permission(IsAuthenticated).build(); // + authenticators
@@ -35,6 +37,6 @@
 mod extract;
 mod layer;
 
-pub use extract::{Authenticated, Rejected, RequestIp};
+pub use extract::{Authenticated, AuthenticatedUser, Rejected, RequestIp};
 pub use layer::{client_ip, AuthLayer, AuthService, ClientIp, RouteChallenge};
 pub use restguard_core::{Policy, PolicyTable, RouteRule};

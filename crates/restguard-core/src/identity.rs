@@ -126,18 +126,78 @@ impl AuthInfo {
     }
 }
 
+/// Who a credential speaks for.
+///
+/// Almost always a user. An OAuth2 access token from the client-credentials grant speaks for
+/// the client application itself (machine-to-machine): there is no user behind it, so it
+/// passes only permissions that need none (`AllowAny`, scope permissions) — DOT's
+/// `TokenHasScope` use — and never reaches a handler that needs a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Principal {
+    /// A user account.
+    User(Arc<User>),
+    /// An OAuth2 client acting on its own behalf.
+    Client(ClientPrincipal),
+}
+
+/// An OAuth2 client acting on its own behalf (client-credentials grant).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientPrincipal {
+    /// The client's `client_id`.
+    pub client_id: String,
+}
+
 /// An authenticated request's identity: DRF's `(request.user, request.auth)`.
+///
+/// ```
+/// use std::sync::Arc;
+/// use restguard_core::identity::{AuthInfo, Identity, Scheme};
+///
+/// let client = Identity::client("svc-reports", AuthInfo::new(Scheme::OAuth2));
+/// assert!(client.user().is_none());
+/// assert_eq!(client.client_id(), Some("svc-reports"));
+/// ```
 #[derive(Debug, Clone)]
 pub struct Identity {
-    /// The user.
-    pub user: Arc<User>,
+    /// Who the credential speaks for.
+    pub principal: Principal,
     /// How they authenticated.
     pub auth: AuthInfo,
 }
 
 impl Identity {
-    /// Builds an identity.
+    /// A user's identity.
     pub fn new(user: Arc<User>, auth: AuthInfo) -> Self {
-        Self { user, auth }
+        Self {
+            principal: Principal::User(user),
+            auth,
+        }
+    }
+
+    /// An OAuth2 client's own identity (no user).
+    pub fn client(client_id: impl Into<String>, auth: AuthInfo) -> Self {
+        Self {
+            principal: Principal::Client(ClientPrincipal {
+                client_id: client_id.into(),
+            }),
+            auth,
+        }
+    }
+
+    /// The user, unless the credential speaks for a client.
+    pub fn user(&self) -> Option<&Arc<User>> {
+        match &self.principal {
+            Principal::User(user) => Some(user),
+            Principal::Client(_) => None,
+        }
+    }
+
+    /// The client id when the credential speaks for an OAuth2 client itself.
+    pub fn client_id(&self) -> Option<&str> {
+        match &self.principal {
+            Principal::User(_) => None,
+            Principal::Client(client) => Some(&client.client_id),
+        }
     }
 }

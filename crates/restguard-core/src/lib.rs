@@ -42,7 +42,7 @@ pub mod throttle;
 
 pub use authenticator::{Authenticator, Outcome, RequestContext};
 pub use error::{AuthError, Denial, Rejection};
-pub use identity::{AuthInfo, Identity, Scheme, User, UserId};
+pub use identity::{AuthInfo, ClientPrincipal, Identity, Principal, Scheme, User, UserId};
 pub use permission::Permission;
 pub use policy::{Policy, PolicyBuilder, PolicyTable, RouteRule};
 pub use store::StoreError;

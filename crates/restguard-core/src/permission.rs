@@ -21,6 +21,12 @@ impl PermissionRequest<'_> {
     pub fn is_safe_method(&self) -> bool {
         matches!(*self.method, Method::GET | Method::HEAD | Method::OPTIONS)
     }
+
+    /// The authenticated user, `None` when anonymous or when the credential speaks for an
+    /// OAuth2 client rather than a user.
+    pub fn user(&self) -> Option<&crate::identity::User> {
+        self.identity.and_then(|i| i.user()).map(|u| &**u)
+    }
 }
 
 /// A permission check (DRF's `has_permission`).
@@ -62,13 +68,14 @@ impl Permission for AllowAny {
     }
 }
 
-/// Only authenticated users.
+/// Only authenticated users. An OAuth2 client acting for itself (client-credentials token)
+/// is not a user and is refused, as DRF's `IsAuthenticated` refuses DOT's user-less tokens.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct IsAuthenticated;
 
 impl Permission for IsAuthenticated {
     fn has_permission(&self, request: &PermissionRequest<'_>) -> bool {
-        request.identity.is_some()
+        request.user().is_some()
     }
 }
 
@@ -78,7 +85,7 @@ pub struct IsAdminUser;
 
 impl Permission for IsAdminUser {
     fn has_permission(&self, request: &PermissionRequest<'_>) -> bool {
-        request.identity.is_some_and(|i| i.user.is_staff)
+        request.user().is_some_and(|u| u.is_staff)
     }
 }
 
@@ -88,7 +95,7 @@ pub struct IsAuthenticatedOrReadOnly;
 
 impl Permission for IsAuthenticatedOrReadOnly {
     fn has_permission(&self, request: &PermissionRequest<'_>) -> bool {
-        request.is_safe_method() || request.identity.is_some()
+        request.is_safe_method() || request.user().is_some()
     }
 }
 
@@ -236,6 +243,32 @@ mod tests {
             &IsAuthenticatedOrReadOnly,
             Method::DELETE,
             Some(&user)
+        ));
+    }
+
+    #[test]
+    fn a_client_principal_passes_only_permissions_that_need_no_user() {
+        let mut auth = AuthInfo::new(Scheme::OAuth2);
+        auth.scopes = Some(vec!["read".into()]);
+        let client = Identity::client("svc", auth);
+        assert!(check(&AllowAny, Method::POST, Some(&client)));
+        assert!(check(&HasScope::new(["read"]), Method::GET, Some(&client)));
+        assert!(!check(
+            &HasScope::new(["write"]),
+            Method::GET,
+            Some(&client)
+        ));
+        assert!(!check(&IsAuthenticated, Method::GET, Some(&client)));
+        assert!(!check(&IsAdminUser, Method::GET, Some(&client)));
+        assert!(check(
+            &IsAuthenticatedOrReadOnly,
+            Method::GET,
+            Some(&client)
+        ));
+        assert!(!check(
+            &IsAuthenticatedOrReadOnly,
+            Method::POST,
+            Some(&client)
         ));
     }
 

@@ -20,8 +20,9 @@ const INVALID_CHALLENGE: &str = "Bearer realm=\"api\", error=\"invalid_token\"";
 ///
 /// Abstains on bearer values without the access-token prefix (a JWT, another scheme's key),
 /// so it shares `Authorization: Bearer` with the JWT scheme (CONTRACT §1). Sets
-/// [`AuthInfo::scopes`] for scope permissions. A client-credentials token (no user) is
-/// refused with 403 on these user routes.
+/// [`AuthInfo::scopes`] for scope permissions. A client-credentials token (no user)
+/// authenticates as [`Identity::client`]: it passes permissions that need no user (scope
+/// permissions, `AllowAny`) and is refused with 403 by those that do.
 #[derive(Debug, Clone)]
 pub struct OAuth2Bearer {
     provider: Provider,
@@ -70,16 +71,16 @@ impl Authenticator for OAuth2Bearer {
             Err(AccessProblem::Expired) => return Ok(rejected("The access token has expired.")),
             Err(AccessProblem::Invalid) => return Ok(rejected("The access token is invalid.")),
         };
-        let Some(user) = grant.user.clone() else {
-            return Ok(Outcome::Failed(AuthError::from(
-                Rejection::new("This access token was issued to a client, not to a user.")
-                    .with_code("permission_denied")
-                    .forbidden(),
-            )));
-        };
         let auth = AuthInfo::new(Scheme::OAuth2)
             .with_credential_id(grant.token.id.to_string())
             .with_scopes(grant.token.scopes.clone());
-        Ok(Outcome::Authenticated(Identity::new(user, auth)))
+        // A client-credentials token speaks for its client: permissions that need a user
+        // refuse it with DRF's 403, scope permissions may let it through.
+        let identity = match (&grant.user, &grant.client_id) {
+            (Some(user), _) => Identity::new(user.clone(), auth),
+            (None, Some(client_id)) => Identity::client(client_id.clone(), auth),
+            (None, None) => return Ok(rejected("The access token is invalid.")),
+        };
+        Ok(Outcome::Authenticated(identity))
     }
 }

@@ -110,6 +110,9 @@ pub struct AccessGrant {
     pub token: OAuthToken,
     /// The resource owner.
     pub user: Option<Arc<User>>,
+    /// The client's `client_id` when the token has no user (client credentials): the
+    /// principal of the request.
+    pub client_id: Option<String>,
 }
 
 /// Why an access token was refused.
@@ -305,9 +308,24 @@ impl Provider {
                 else {
                     return Ok(Err(AccessProblem::Invalid));
                 };
+                // A user-less token speaks for its client: resolve the client id once, with
+                // the cached grant.
+                let client_id = match user {
+                    Some(_) => None,
+                    None => match self
+                        .inner
+                        .oauth
+                        .application_by_id(record.application)
+                        .await?
+                    {
+                        Some(app) => Some(app.client_id),
+                        None => return Ok(Err(AccessProblem::Invalid)),
+                    },
+                };
                 let grant = Arc::new(AccessGrant {
                     token: record,
                     user: user.map(Arc::new),
+                    client_id,
                 });
                 self.inner.cache.insert(digest, grant.clone());
                 grant

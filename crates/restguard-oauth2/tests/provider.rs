@@ -90,11 +90,19 @@ async fn client_credentials_then_bearer_and_revocation() {
         (400, Some("invalid_scope"))
     );
 
-    // The bearer authenticator: a client-credentials token has no user (403 on user routes).
+    // The bearer authenticator: a client-credentials token speaks for its client, no user.
     let bearer = OAuth2Bearer::new(provider.clone());
     assert_eq!(bearer.scheme(), Scheme::OAuth2);
     let outcome = authenticate(&bearer, &format!("Bearer {access}")).await;
-    assert!(matches!(outcome, Outcome::Failed(_)), "{outcome:?}");
+    let Outcome::Authenticated(identity) = outcome else {
+        panic!("a client principal: {outcome:?}");
+    };
+    assert!(identity.user().is_none());
+    assert_eq!(identity.client_id(), Some(id.as_str()));
+    assert_eq!(
+        identity.auth.scopes.as_deref(),
+        Some(&["write".to_owned()][..])
+    );
     // Not ours: abstain (a JWT, another scheme, another prefix).
     for header in [
         "Bearer eyJhbGciOi.eyJzdWIiOiIxIn0.c2ln",
@@ -162,7 +170,7 @@ async fn user_tokens_authenticate_with_scopes() {
     let bearer = OAuth2Bearer::new(provider);
     match authenticate(&bearer, &format!("Bearer {token}")).await {
         Outcome::Authenticated(identity) => {
-            assert_eq!(identity.user.username, "alice");
+            assert_eq!(identity.user().expect("a user").username, "alice");
             assert_eq!(identity.auth.scheme, Scheme::OAuth2);
             assert!(identity.auth.has_scope("read") && !identity.auth.has_scope("write"));
         }

@@ -230,11 +230,15 @@ async fn client_credentials_and_client_authentication_failures() {
         "nothing written by failed requests"
     );
 
-    // A client-credentials token carries no user: refused on user routes (403).
+    // A client-credentials token carries no user: refused on user routes with DRF's 403.
     let me = server
         .get("/api/me/", Some(&format!("Bearer {access}")))
         .await;
-    assert_eq!(me.status, 403, "{me:?}");
+    me.assert(
+        403,
+        None,
+        &json!({"detail": "You do not have permission to perform this action.", "code": "permission_denied"}),
+    );
     // An unknown rgat_ token is rejected by OAuth2; a JWT-shaped one is not OAuth2's.
     let bad = server.get("/api/me/", Some("Bearer rgat_nope")).await;
     bad.assert(

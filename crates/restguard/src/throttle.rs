@@ -263,12 +263,17 @@ impl RateThrottle {
             Some(ip) => format!("ip:{ip}"),
             None => "ip:unknown".to_owned(),
         };
+        // A client-credentials token counts per client, as a user counts per user.
+        let principal = |i: &restguard_core::Identity| match i.user() {
+            Some(user) => format!("user:{}", user.id),
+            None => format!("client:{}", i.client_id().unwrap_or_default()),
+        };
         match (&self.kind, request.identity) {
             (ThrottleKind::Anon, Some(_)) => None,
             (ThrottleKind::Anon, None) => Some(ident()),
-            (ThrottleKind::User, Some(i)) => Some(format!("user:{}", i.user.id)),
+            (ThrottleKind::User, Some(i)) => Some(principal(i)),
             (ThrottleKind::User, None) => Some(ident()),
-            (ThrottleKind::Scoped(scope), Some(i)) => Some(format!("{scope}:user:{}", i.user.id)),
+            (ThrottleKind::Scoped(scope), Some(i)) => Some(format!("{scope}:{}", principal(i))),
             (ThrottleKind::Scoped(scope), None) => Some(format!("{scope}:{}", ident())),
         }
     }

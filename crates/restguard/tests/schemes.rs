@@ -83,7 +83,11 @@ fn detail(outcome: Outcome) -> String {
     match outcome {
         Outcome::Failed(AuthError::AuthenticationFailed(r)) => r.detail.into_owned(),
         Outcome::Abstain => "abstain".into(),
-        Outcome::Authenticated(i) => format!("ok:{}:{}", i.user.username, i.auth.scheme),
+        Outcome::Authenticated(i) => format!(
+            "ok:{}:{}",
+            i.user().expect("a user").username,
+            i.auth.scheme
+        ),
         Outcome::Failed(other) => format!("other:{other}"),
     }
 }

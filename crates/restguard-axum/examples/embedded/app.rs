@@ -8,7 +8,7 @@ use restguard::{
     password::{HasherConfig, PasswordAuth, PasswordHasher},
     token::{TokenAuth, TokenService},
 };
-use restguard_axum::{AuthLayer, Authenticated};
+use restguard_axum::{AuthLayer, Authenticated, AuthenticatedUser};
 use restguard_core::{
     permission::{AllowAny, IsAdminUser, IsAuthenticated},
     secret::SecretString,
@@ -50,17 +50,17 @@ pub(crate) async fn router(stores: Stores, passwords: PasswordAuth) -> Result<Ro
         .layer(AuthLayer::new(table)))
 }
 
-async fn me(Authenticated(identity): Authenticated) -> Json<Value> {
+async fn me(AuthenticatedUser { user, auth }: AuthenticatedUser) -> Json<Value> {
     Json(json!({
-        "username": identity.user.username,
-        "scheme": identity.auth.scheme.as_str(),
+        "username": user.username,
+        "scheme": auth.scheme.as_str(),
     }))
 }
 
 async fn status(user: Option<Authenticated>) -> Json<Value> {
     Json(json!({
         "ok": true,
-        "user": user.map(|Authenticated(i)| i.user.username.clone()),
+        "user": user.and_then(|Authenticated(i)| i.user().map(|u| u.username.clone())),
     }))
 }
 

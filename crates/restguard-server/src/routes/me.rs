@@ -4,7 +4,7 @@ use axum::{
     http::header,
     response::{IntoResponse, Response},
 };
-use restguard_axum::Authenticated;
+use restguard_axum::AuthenticatedUser;
 use serde::Serialize;
 
 /// The body of `/api/me/`, serialised straight from borrowed fields: this is the benchmark's
@@ -27,7 +27,7 @@ struct MeAuth<'a> {
 }
 
 /// The caller and how they authenticated.
-pub(crate) async fn me(Authenticated(identity): Authenticated) -> Response {
+pub(crate) async fn me(identity: AuthenticatedUser) -> Response {
     let user = &identity.user;
     let body = Me {
         id: user.id.0,

@@ -8,7 +8,7 @@ use axum::{
     Json,
 };
 use restguard::{password::Login, token::IssuedToken};
-use restguard_axum::{Authenticated, RequestIp};
+use restguard_axum::{AuthenticatedUser, RequestIp};
 use restguard_core::store::{ApiToken, TokenId};
 use serde_json::{json, Value};
 
@@ -67,7 +67,7 @@ pub(crate) async fn obtain(
 /// `GET /api/tokens/`.
 pub(crate) async fn list(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
 ) -> ApiResult<Json<Value>> {
     let tokens = state.tokens.list(identity.user.id).await?;
     Ok(Json(Value::Array(tokens.iter().map(token_json).collect())))
@@ -76,7 +76,7 @@ pub(crate) async fn list(
 /// `POST /api/tokens/` `{"name"?, "expires_in"?}`.
 pub(crate) async fn create(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
     data: Data,
 ) -> ApiResult<NoStore<(StatusCode, Json<Value>)>> {
     let mut fields = Fields::new(&data);
@@ -110,7 +110,7 @@ fn parse_id(raw: &str) -> ApiResult<TokenId> {
 /// `DELETE /api/tokens/<id>/`.
 pub(crate) async fn revoke(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     let id = parse_id(&id)?;
@@ -124,7 +124,7 @@ pub(crate) async fn revoke(
 /// `POST /api/tokens/<id>/rotate/`.
 pub(crate) async fn rotate(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
     Path(id): Path<String>,
 ) -> ApiResult<NoStore<(StatusCode, Json<Value>)>> {
     let id = parse_id(&id)?;
@@ -139,7 +139,7 @@ pub(crate) async fn rotate(
 /// `POST /api/auth/logout/` — revokes the presenting token (knox).
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
 ) -> ApiResult<StatusCode> {
     let id = identity
         .auth
@@ -155,7 +155,7 @@ pub(crate) async fn logout(
 /// `POST /api/auth/logoutall/` — revokes every token of the user (knox).
 pub(crate) async fn logout_all(
     State(state): State<AppState>,
-    Authenticated(identity): Authenticated,
+    identity: AuthenticatedUser,
 ) -> ApiResult<StatusCode> {
     state.tokens.revoke_all(identity.user.id).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -31,6 +31,8 @@ pub(crate) const X_AUTH_USER_ID: HeaderName = HeaderName::from_static("x-auth-us
 pub(crate) const X_AUTH_SCHEME: HeaderName = HeaderName::from_static("x-auth-scheme");
 /// `X-Auth-Scopes`: space-separated scopes (OAuth2).
 pub(crate) const X_AUTH_SCOPES: HeaderName = HeaderName::from_static("x-auth-scopes");
+/// `X-Auth-Client-Id`: the OAuth2 client of a client-credentials token (no user).
+pub(crate) const X_AUTH_CLIENT_ID: HeaderName = HeaderName::from_static("x-auth-client-id");
 
 fn header<'a>(request: &'a Request, names: &[&str]) -> Option<&'a str> {
     names
@@ -98,10 +100,17 @@ pub(crate) async fn verify(
             let mut response = Json(json!({})).into_response();
             if let Some(identity) = identity {
                 let headers = response.headers_mut();
-                if let Ok(user) = HeaderValue::from_bytes(identity.user.username.as_bytes()) {
-                    headers.insert(X_AUTH_USER, user);
+                if let Some(user) = identity.user() {
+                    if let Ok(name) = HeaderValue::from_bytes(user.username.as_bytes()) {
+                        headers.insert(X_AUTH_USER, name);
+                    }
+                    headers.insert(X_AUTH_USER_ID, HeaderValue::from(user.id.0));
                 }
-                headers.insert(X_AUTH_USER_ID, HeaderValue::from(identity.user.id.0));
+                if let Some(client_id) = identity.client_id() {
+                    if let Ok(value) = HeaderValue::from_str(client_id) {
+                        headers.insert(X_AUTH_CLIENT_ID, value);
+                    }
+                }
                 headers.insert(
                     X_AUTH_SCHEME,
                     HeaderValue::from_static(identity.auth.scheme.as_str()),

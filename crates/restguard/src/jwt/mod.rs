@@ -22,14 +22,14 @@
 //! use std::sync::Arc;
 //! use axum::{extract::State, routing::{get, post}, Json, Router};
 //! use restguard::jwt::{JwtAuth, JwtService, JwtSettings};
-//! use restguard_axum::{AuthLayer, Authenticated};
+//! use restguard_axum::{AuthLayer, AuthenticatedUser};
 //! use restguard_core::{
 //!     permission::{AllowAny, IsAuthenticated}, store::Stores, Policy, PolicyTable, RouteRule,
 //! };
 //! use restguard_store::memory::MemoryStore;
 //!
-//! async fn me(Authenticated(identity): Authenticated) -> String {
-//!     format!("hello {}", identity.user.username)
+//! async fn me(AuthenticatedUser { user, .. }: AuthenticatedUser) -> String {
+//!     format!("hello {}", user.username)
 //! }
 //!
 //! async fn refresh(
