@@ -3,7 +3,8 @@
 //! with one line and leaves the database file byte for byte as it was; a database written
 //! by the version that stored keys in clear is sealed in place and its tokens keep working;
 //! `restguard keys rotate-kek` moves every key to a new KEK, after which the old one opens
-//! nothing.
+//! nothing; instances on one PostgreSQL database must share the KEK (the PostgreSQL case
+//! needs `RESTGUARD_TEST_POSTGRES_URL`, and skips with a printed reason without it).
 
 mod common;
 
@@ -506,4 +507,47 @@ async fn an_in_memory_database_needs_no_key_file() {
     );
     server.stop();
     assert_eq!(fs::read_dir(dir.path()).expect("dir").count(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_must_share_the_key() {
+    let Some(base) = restguard_store::testing::service_url(
+        restguard_store::testing::POSTGRES_URL_VAR,
+        "postgres_instances_must_share_the_key",
+    ) else {
+        return;
+    };
+    let schema = restguard_store::testing::ScratchSchema::create(&base).await;
+    let shared = KeyEncryptionKey::generate();
+    let shared_text = shared.encoded();
+    let env = [
+        ("RESTGUARD_DATABASE__URL", schema.url()),
+        ("RESTGUARD_SERVER__SECRET_KEY", shared_text.expose()),
+    ];
+    let (a_dir, b_dir) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = Running::start(a_dir.path(), &env);
+    create_alice(a_dir.path(), &env);
+    let (key, access, _) = credentials(&a).await;
+    // Another machine with its own key file (none yet): refused, and no key file written.
+    let line = serve_fails(b_dir.path(), &[("RESTGUARD_DATABASE__URL", schema.url())]);
+    assert!(line.contains(&shared.id().to_string()), "{line}");
+    assert!(!key_file(b_dir.path()).exists());
+    // Another key in the environment: refused.
+    let other = KeyEncryptionKey::generate().encoded();
+    serve_fails(
+        b_dir.path(),
+        &[
+            ("RESTGUARD_DATABASE__URL", schema.url()),
+            ("RESTGUARD_SERVER__SECRET_KEY", other.expose()),
+        ],
+    );
+    // The shared key: the second instance serves the first one's tokens.
+    let b = Running::start(b_dir.path(), &env);
+    assert_eq!(b.me(&key).await, 200);
+    assert_eq!(b.me(&access).await, 200);
+    a.stop();
+    b.stop();
 }
