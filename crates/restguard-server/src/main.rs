@@ -9,6 +9,7 @@ mod client_ip;
 mod config;
 mod error;
 mod metrics;
+mod policy_tables;
 mod routes;
 mod scaleout;
 mod stores;
