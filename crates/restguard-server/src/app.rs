@@ -4,7 +4,7 @@ use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     http::{header, HeaderName},
-    routing::{delete, get, post},
+    routing::{any, delete, get, post, MethodRouter},
     Router,
 };
 use restguard::{
@@ -25,7 +25,7 @@ use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::Trac
 use crate::{
     config::Config,
     error::ApiError,
-    policy_tables::{policy_table, Schemes},
+    policy_tables::{policy_tables, Guard, Guarded, Schemes},
     routes::{health, jwt, me, oauth2, pages, session, tokens, verify},
     stores::Backend,
 };
@@ -157,7 +157,10 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         basic: Arc::new(Basic::new(passwords.clone())),
         session: Arc::new(Session::new(sessions.clone(), csrf.clone())),
     };
-    let table = policy_table(config, &schemes).map_err(anyhow::Error::msg)?;
+    let endpoints = endpoints();
+    let tables = policy_tables(config, &schemes, &endpoints.guards).map_err(anyhow::Error::msg)?;
+    let forward_auth = verify::ForwardAuth::new(tables.forward_auth, &config.forward_auth)
+        .map_err(anyhow::Error::msg)?;
     let state = AppState(Arc::new(AppStateInner {
         stores,
         passwords,
@@ -177,18 +180,132 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         config.throttle.num_proxies,
     )
     .map_err(anyhow::Error::msg)?;
-    Ok(
-        router(state, table, client_ip).layer(axum::middleware::from_fn_with_state(
-            config.server.request_timeout.0,
-            crate::scaleout::deadline,
-        )),
+    Ok(router(
+        state,
+        endpoints.router,
+        tables.server,
+        forward_auth,
+        client_ip,
     )
+    .layer(axum::middleware::from_fn_with_state(
+        config.server.request_timeout.0,
+        crate::scaleout::deadline,
+    )))
+}
+
+/// restguard's own routes, each declared with its [`Guard`] (the policy it fixes for itself,
+/// as a DRF view fixes its classes): the router and the server table's fixed policies come
+/// from the same lines. A route declared without one gets the table's policy — a `[[route]]`
+/// or the `[auth]` default — or the guard of a prefix that covers it.
+pub(crate) struct Endpoints {
+    router: Router<AppState>,
+    /// The fixed policies, for the server's own table (never for forward-auth's).
+    pub(crate) guards: Vec<Guarded>,
+    /// Every route's path, for the tests that check the tables against the routes.
+    #[cfg(test)]
+    pub(crate) paths: Vec<String>,
+}
+
+impl Endpoints {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            guards: Vec::new(),
+            #[cfg(test)]
+            paths: Vec::new(),
+        }
+    }
+
+    /// A route with the table's policy (or the guard of a prefix that covers it).
+    fn route(mut self, path: &str, method_router: MethodRouter<AppState>) -> Self {
+        #[cfg(test)]
+        self.paths.push(path.to_owned());
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// A route with a fixed policy of its own.
+    fn guarded(mut self, path: &str, guard: Guard, method_router: MethodRouter<AppState>) -> Self {
+        self.guards.push(Guarded {
+            path: path.to_owned(),
+            prefix: false,
+            guard,
+        });
+        self.route(path, method_router)
+    }
+
+    /// A fixed policy for every path below `prefix` (pages, routes with parameters).
+    fn guard_prefix(mut self, prefix: &str, guard: Guard) -> Self {
+        self.guards.push(Guarded {
+            path: prefix.to_owned(),
+            prefix: true,
+            guard,
+        });
+        self
+    }
+
+    fn merge(mut self, other: Endpoints) -> Self {
+        self.router = self.router.merge(other.router);
+        self.guards.extend(other.guards);
+        #[cfg(test)]
+        self.paths.extend(other.paths);
+        self
+    }
+}
+
+/// Every endpoint of the server, with its guard.
+pub(crate) fn endpoints() -> Endpoints {
+    Endpoints::new()
+        .guarded("/healthz", Guard::Open, get(health::healthz))
+        .guarded("/readyz", Guard::Open, get(health::readyz))
+        .guarded(
+            "/metrics",
+            Guard::Open,
+            get(crate::metrics::metrics_endpoint),
+        )
+        // Forward-auth: the header form, and Envoy's form below it (`/auth/verify/` is `/`).
+        .guarded(verify::VERIFY_PATH, Guard::Open, any(verify::verify))
+        .guard_prefix("/auth/verify/", Guard::Open)
+        .route("/auth/verify/", any(verify::verify))
+        .route("/auth/verify/{*original}", any(verify::verify))
+        .guarded("/api/ping/", Guard::DefaultChainAllowAny, get(health::ping))
+        .route("/api/me/", get(me::me))
+        // DRF's `obtain_auth_token` and Simple JWT's views: open.
+        .guarded("/api-token-auth/", Guard::Open, post(tokens::obtain))
+        .guarded("/api/token/", Guard::Open, post(jwt::obtain))
+        .guarded("/api/token/refresh/", Guard::Open, post(jwt::refresh))
+        .guarded("/api/token/verify/", Guard::Open, post(jwt::verify))
+        .guarded("/api/token/blacklist/", Guard::Open, post(jwt::blacklist))
+        .guarded(
+            "/api/token/sliding/",
+            Guard::Open,
+            post(jwt::sliding_obtain),
+        )
+        .guarded(
+            "/api/token/sliding/refresh/",
+            Guard::Open,
+            post(jwt::sliding_refresh),
+        )
+        .guarded("/api/token/jwks/", Guard::Open, get(jwt::jwks))
+        .route("/api/tokens/", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}/", delete(tokens::revoke))
+        .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
+        .guarded("/api/auth/logout/", Guard::TokenOnly, post(tokens::logout))
+        .guarded(
+            "/api/auth/logoutall/",
+            Guard::TokenOnly,
+            post(tokens::logout_all),
+        )
+        .merge(session_routes())
+        .merge(oauth2_routes())
 }
 
 /// The HTTP routes.
 pub(crate) fn router(
     state: AppState,
+    routes: Router<AppState>,
     table: PolicyTable,
+    forward_auth: verify::ForwardAuth,
     client_ip: crate::client_ip::ClientIpRule,
 ) -> Router {
     let table = Arc::new(table);
@@ -198,32 +315,7 @@ pub(crate) fn router(
         header::COOKIE,
         header::PROXY_AUTHORIZATION,
     ];
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route(verify::VERIFY_PATH, axum::routing::any(verify::verify))
-        .route(
-            "/auth/verify/{*original}",
-            axum::routing::any(verify::verify),
-        )
-        .route("/metrics", get(crate::metrics::metrics_endpoint))
-        .route("/api/ping/", get(health::ping))
-        .route("/api/me/", get(me::me))
-        .route("/api-token-auth/", post(tokens::obtain))
-        .route("/api/tokens/", get(tokens::list).post(tokens::create))
-        .route("/api/tokens/{id}/", delete(tokens::revoke))
-        .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
-        .route("/api/auth/logout/", post(tokens::logout))
-        .route("/api/auth/logoutall/", post(tokens::logout_all))
-        .route("/api/token/", post(jwt::obtain))
-        .route("/api/token/refresh/", post(jwt::refresh))
-        .route("/api/token/verify/", post(jwt::verify))
-        .route("/api/token/blacklist/", post(jwt::blacklist))
-        .route("/api/token/sliding/", post(jwt::sliding_obtain))
-        .route("/api/token/sliding/refresh/", post(jwt::sliding_refresh))
-        .route("/api/token/jwks/", get(jwt::jwks))
-        .merge(session_routes())
-        .merge(oauth2_routes())
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: http::Method| async move {
             ApiError::MethodNotAllowed(method)
@@ -231,8 +323,9 @@ pub(crate) fn router(
         .with_state(state)
         // Inside authentication: who got through, by scheme.
         .layer(axum::middleware::from_fn(crate::metrics::record_identity))
-        // Forward-auth evaluates the same table for the original URI.
-        .layer(axum::Extension(table.clone()))
+        // Forward-auth evaluates its own table (the `[[route]]` entries and the default) for
+        // the original URI.
+        .layer(axum::Extension(Arc::new(forward_auth)))
         .layer(AuthLayer::from_shared(table))
         // Outside authentication: every answer, denials included.
         .layer(axum::middleware::from_fn(crate::metrics::record))
@@ -299,22 +392,30 @@ async fn shutdown_signal() {
 }
 
 /// Session login (CONTRACT §4) and the pages.
-fn session_routes() -> Router<AppState> {
+///
+/// Open in the server's table: session login and CSRF apply before anyone is authenticated,
+/// and the pages identify their visitor by the session cookie and check CSRF themselves
+/// (forms carry the token in the body). They take no other credential.
+fn session_routes() -> Endpoints {
     use crate::routes::pages::{account, admin, admin_apps, auth};
-    Router::new()
-        .route("/api/csrf/", get(session::csrf_token))
-        .route("/api/session/login/", post(session::login))
-        .route("/api/session/logout/", post(session::logout))
-        .route(
+    Endpoints::new()
+        .guarded("/api/csrf/", Guard::Open, get(session::csrf_token))
+        .guarded("/api/session/login/", Guard::Open, post(session::login))
+        .guarded("/api/session/logout/", Guard::Open, post(session::logout))
+        .guarded(
             "/api-auth/login/",
+            Guard::Open,
             get(auth::login_form).post(auth::login_submit),
         )
-        .route(
+        .guarded(
             "/api-auth/logout/",
+            Guard::Open,
             get(auth::logout_form).post(auth::logout_submit),
         )
-        .route("/static/restguard.css", get(pages::stylesheet))
-        .route("/static/account.js", get(pages::account_js))
+        .guarded("/static/restguard.css", Guard::Open, get(pages::stylesheet))
+        .guarded("/static/account.js", Guard::Open, get(pages::account_js))
+        .guard_prefix("/account/", Guard::Open)
+        .guard_prefix("/admin/", Guard::Open)
         .route("/account/", get(account::show))
         .route("/account/tokens/", post(account::create_token))
         .route("/account/tokens/{id}/rotate/", post(account::rotate_token))
@@ -354,15 +455,20 @@ fn session_routes() -> Router<AppState> {
 }
 
 /// The OAuth2 / OpenID Connect provider (CONTRACT §6).
-fn oauth2_routes() -> Router<AppState> {
-    Router::new()
+///
+/// Open in the server's table: the provider authenticates its clients itself (Basic carries
+/// client credentials there, not a user's).
+fn oauth2_routes() -> Endpoints {
+    Endpoints::new()
+        .guard_prefix("/o/", Guard::Open)
+        .guard_prefix("/.well-known/oauth-authorization-server", Guard::Open)
         .route(
             "/o/authorize/",
             get(oauth2::authorize_form).post(oauth2::authorize_submit),
         )
-        .route("/o/token/", post(oauth2::token))
-        .route("/o/revoke_token/", post(oauth2::revoke))
-        .route("/o/introspect/", post(oauth2::introspect))
+        .guarded("/o/token/", Guard::Open, post(oauth2::token))
+        .guarded("/o/revoke_token/", Guard::Open, post(oauth2::revoke))
+        .guarded("/o/introspect/", Guard::Open, post(oauth2::introspect))
         .route("/o/userinfo/", get(oauth2::userinfo).post(oauth2::userinfo))
         .route("/o/.well-known/openid-configuration", get(oauth2::metadata))
         .route("/o/.well-known/jwks.json", get(oauth2::jwks))

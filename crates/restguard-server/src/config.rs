@@ -26,6 +26,7 @@ pub(crate) struct Config {
     pub(crate) redis: RedisConfig,
     pub(crate) oauth2: OAuth2Config,
     pub(crate) metrics: MetricsConfig,
+    pub(crate) forward_auth: ForwardAuthConfig,
     #[serde(rename = "route")]
     pub(crate) routes: Vec<RouteConfig>,
 }
@@ -53,6 +54,27 @@ impl Default for ServerConfig {
             shutdown_grace: Seconds(Duration::from_secs(10)),
             request_timeout: Seconds(Duration::from_secs(30)),
             trusted_proxies: crate::client_ip::Networks::default(),
+        }
+    }
+}
+
+/// `[forward_auth]`: the one header pair that describes the original request to
+/// `GET /auth/verify` (CONTRACT §7). The proxy must set both itself (nginx:
+/// `proxy_set_header`, which replaces what the client sent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ForwardAuthConfig {
+    /// The original URI (path and query).
+    pub(crate) uri_header: String,
+    /// The original method.
+    pub(crate) method_header: String,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        Self {
+            uri_header: "X-Forwarded-Uri".into(),
+            method_header: "X-Forwarded-Method".into(),
         }
     }
 }

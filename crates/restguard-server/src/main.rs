@@ -9,6 +9,7 @@ mod client_ip;
 mod config;
 mod error;
 mod metrics;
+mod original_path;
 mod policy_tables;
 mod routes;
 mod scaleout;
