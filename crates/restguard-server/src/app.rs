@@ -287,13 +287,15 @@ pub(crate) fn endpoints() -> Endpoints {
             post(jwt::sliding_refresh),
         )
         .guarded("/api/token/jwks/", Guard::Open, get(jwt::jwks))
+        // Credential management: first-party credentials only (CONTRACT §3).
+        .guard_prefix("/api/tokens/", Guard::FirstParty)
         .route("/api/tokens/", get(tokens::list).post(tokens::create))
         .route("/api/tokens/{id}/", delete(tokens::revoke))
         .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
-        .guarded("/api/auth/logout/", Guard::TokenOnly, post(tokens::logout))
+        .guarded("/api/auth/logout/", Guard::FirstParty, post(tokens::logout))
         .guarded(
             "/api/auth/logoutall/",
-            Guard::TokenOnly,
+            Guard::FirstParty,
             post(tokens::logout_all),
         )
         .merge(session_routes())

@@ -143,9 +143,14 @@ pub(crate) enum Guard {
     Open,
     /// The `[auth]` authenticators with `AllowAny` (`/api/ping/`).
     DefaultChainAllowAny,
-    /// Token authentication and `is_authenticated` (knox's logout views).
-    TokenOnly,
+    /// First-party credentials only (CONTRACT §3): `token, jwt, basic, session` and
+    /// `is_authenticated`, with the default throttles. An OAuth2 access token was delegated to
+    /// a third party; here it is no credential at all (401 `Token`).
+    FirstParty,
 }
+
+/// The authenticators that speak for the user themselves ([`Guard::FirstParty`]).
+const FIRST_PARTY: [&str; 4] = ["token", "jwt", "basic", "session"];
 
 /// A guard and where it applies: one path, or every path below a prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,10 +275,13 @@ fn guard_policy(
             &throttles.defaults(),
             "auth",
         )?,
-        Guard::TokenOnly => Policy::builder()
-            .shared_authenticator(schemes.token.clone())
-            .permission(IsAuthenticated)
-            .build(),
+        Guard::FirstParty => build_policy(
+            schemes,
+            &FIRST_PARTY.map(str::to_owned),
+            &["is_authenticated".to_owned()],
+            &throttles.defaults(),
+            "auth",
+        )?,
     })
 }
 
@@ -449,6 +457,12 @@ mod tests {
                 );
             }
         }
+        // The credential-management chain is the first-party one, in order.
+        let tokens = fmt(tables.server.policy_for(&Method::POST, "/api/tokens/"));
+        assert!(
+            tokens.starts_with("Policy { authenticators: [Token, Jwt, Basic, Session], permissions: [IsAuthenticated]"),
+            "{tokens}"
+        );
         // Routes without a guard of their own still follow the configuration…
         assert!(fmt(tables.server.policy_for(&Method::GET, "/api/me/")).contains("[OAuth2]"));
         // …and the forward-auth table is the configuration alone.
