@@ -270,23 +270,39 @@ pub(crate) fn endpoints() -> Endpoints {
         .route("/auth/verify/{*original}", any(verify::verify))
         .guarded("/api/ping/", Guard::DefaultChainAllowAny, get(health::ping))
         .route("/api/me/", get(me::me))
-        // DRF's `obtain_auth_token` and Simple JWT's views: open.
-        .guarded("/api-token-auth/", Guard::Open, post(tokens::obtain))
-        .guarded("/api/token/", Guard::Open, post(jwt::obtain))
-        .guarded("/api/token/refresh/", Guard::Open, post(jwt::refresh))
-        .guarded("/api/token/verify/", Guard::Open, post(jwt::verify))
-        .guarded("/api/token/blacklist/", Guard::Open, post(jwt::blacklist))
+        // DRF's `obtain_auth_token` and Simple JWT's views: open, with the default throttles.
+        .guarded(
+            "/api-token-auth/",
+            Guard::OpenThrottled,
+            post(tokens::obtain),
+        )
+        .guarded("/api/token/", Guard::OpenThrottled, post(jwt::obtain))
+        .guarded(
+            "/api/token/refresh/",
+            Guard::OpenThrottled,
+            post(jwt::refresh),
+        )
+        .guarded(
+            "/api/token/verify/",
+            Guard::OpenThrottled,
+            post(jwt::verify),
+        )
+        .guarded(
+            "/api/token/blacklist/",
+            Guard::OpenThrottled,
+            post(jwt::blacklist),
+        )
         .guarded(
             "/api/token/sliding/",
-            Guard::Open,
+            Guard::OpenThrottled,
             post(jwt::sliding_obtain),
         )
         .guarded(
             "/api/token/sliding/refresh/",
-            Guard::Open,
+            Guard::OpenThrottled,
             post(jwt::sliding_refresh),
         )
-        .guarded("/api/token/jwks/", Guard::Open, get(jwt::jwks))
+        .guarded("/api/token/jwks/", Guard::OpenThrottled, get(jwt::jwks))
         // Credential management: first-party credentials only (CONTRACT §3).
         .guard_prefix("/api/tokens/", Guard::FirstParty)
         .route("/api/tokens/", get(tokens::list).post(tokens::create))
@@ -459,7 +475,8 @@ fn session_routes() -> Endpoints {
 /// The OAuth2 / OpenID Connect provider (CONTRACT §6).
 ///
 /// Open in the server's table: the provider authenticates its clients itself (Basic carries
-/// client credentials there, not a user's).
+/// client credentials there, not a user's). The token, revocation and introspection
+/// endpoints take the default throttles, as DRF views would.
 fn oauth2_routes() -> Endpoints {
     Endpoints::new()
         .guard_prefix("/o/", Guard::Open)
@@ -468,9 +485,17 @@ fn oauth2_routes() -> Endpoints {
             "/o/authorize/",
             get(oauth2::authorize_form).post(oauth2::authorize_submit),
         )
-        .guarded("/o/token/", Guard::Open, post(oauth2::token))
-        .guarded("/o/revoke_token/", Guard::Open, post(oauth2::revoke))
-        .guarded("/o/introspect/", Guard::Open, post(oauth2::introspect))
+        .guarded("/o/token/", Guard::OpenThrottled, post(oauth2::token))
+        .guarded(
+            "/o/revoke_token/",
+            Guard::OpenThrottled,
+            post(oauth2::revoke),
+        )
+        .guarded(
+            "/o/introspect/",
+            Guard::OpenThrottled,
+            post(oauth2::introspect),
+        )
         .route("/o/userinfo/", get(oauth2::userinfo).post(oauth2::userinfo))
         .route("/o/.well-known/openid-configuration", get(oauth2::metadata))
         .route("/o/.well-known/jwks.json", get(oauth2::jwks))

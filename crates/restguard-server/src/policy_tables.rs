@@ -141,6 +141,10 @@ pub(crate) enum Guard {
     /// authentication of the OAuth2 provider, sessions and CSRF of the pages) or needs nothing
     /// (health, metadata, forward-auth).
     Open,
+    /// Open, with DRF's default throttle classes (`throttle.anon`, `throttle.user`): the
+    /// endpoints that take passwords, tokens or client credentials (DRF's token views, Simple
+    /// JWT's views, DOT's token, revocation and introspection endpoints).
+    OpenThrottled,
     /// The `[auth]` authenticators with `AllowAny` (`/api/ping/`).
     DefaultChainAllowAny,
     /// First-party credentials only (CONTRACT §3): `token, jwt, basic, session` and
@@ -268,6 +272,9 @@ fn guard_policy(
     let allow_any = ["allow_any".to_owned()];
     Ok(match guard {
         Guard::Open => build_policy(schemes, &[], &allow_any, &[], "auth")?,
+        Guard::OpenThrottled => {
+            build_policy(schemes, &[], &allow_any, &throttles.defaults(), "auth")?
+        }
         Guard::DefaultChainAllowAny => build_policy(
             schemes,
             &config.auth.authenticators,
