@@ -583,6 +583,11 @@ fn session_routes() -> Router<AppState> {
         .route("/admin/users/{id}/", get(admin::detail))
         .route("/admin/users/{id}/active/", post(admin::set_active))
         .route("/admin/users/{id}/password/", post(admin::reset_password))
+        .route("/admin/users/{id}/roles/", post(admin::set_roles))
+        .route(
+            "/admin/users/{id}/applications/{app}/revoke/",
+            post(admin::revoke_application),
+        )
         .route(
             "/admin/users/{id}/tokens/{token}/revoke/",
             post(admin::revoke_token),

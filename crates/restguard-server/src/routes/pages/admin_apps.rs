@@ -16,12 +16,9 @@ use crate::app::AppState;
 
 const PATH: &str = "/admin/applications/";
 
+/// Applications are run by any administrator (`admin_rights`: active staff).
 fn require_staff(visitor: &Visitor) -> Result<(), PageError> {
-    let session = visitor.require(PATH)?;
-    if !(session.user.is_staff || session.user.is_superuser) || !session.user.is_active {
-        return Err(PageError::Forbidden);
-    }
-    Ok(())
+    super::admin::administrator(visitor, PATH).map(drop)
 }
 
 async fn page(

@@ -10,6 +10,7 @@
 pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod admin_apps;
+pub(crate) mod admin_rights;
 pub(crate) mod auth;
 
 use std::sync::OnceLock;
@@ -159,6 +160,8 @@ pub(crate) enum PageError {
     LoginRequired(String),
     /// Signed in but not allowed (403).
     Forbidden,
+    /// Signed in, allowed in, but not to do this (403 with the reason).
+    Refused(&'static str),
     /// No such thing (404).
     NotFound,
     /// A malformed request (400).
@@ -238,6 +241,13 @@ impl IntoResponse for PageError {
                 StatusCode::FORBIDDEN,
                 "Forbidden (403)",
                 "You do not have permission to view this page.",
+                None,
+                None,
+            ),
+            PageError::Refused(message) => error_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden (403)",
+                message,
                 None,
                 None,
             ),
@@ -424,7 +434,7 @@ pub(crate) fn user_json(user: &User) -> Value {
         "email": user.email,
         "full_name": full_name,
         "is_active": user.is_active,
-        "is_staff": user.is_staff || user.is_superuser,
+        "is_staff": user.is_staff,
         "is_superuser": user.is_superuser,
         "date_joined": when(user.date_joined),
         "last_login": user.last_login.map(when),
@@ -561,6 +571,47 @@ pub(crate) async fn forget_user(state: &AppState, id: restguard_core::UserId) {
         restguard_core::invalidation::Invalidation::User(id),
     )
     .await;
+}
+
+/// The OAuth2 applications a user has authorized, for templates.
+pub(crate) async fn authorized_apps_json(
+    state: &AppState,
+    user_id: restguard_core::UserId,
+) -> Result<Value, PageError> {
+    let apps = state
+        .stores
+        .oauth
+        .authorized_applications(user_id, OffsetDateTime::now_utc())
+        .await?;
+    Ok(Value::Array(
+        apps.iter()
+            .map(|a| {
+                json!({
+                    "id": a.application.id.0,
+                    "client_id": a.application.client_id,
+                    "name": a.application.name,
+                    "scopes": a.scopes,
+                    "last_issued": when(a.last_issued),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes what a user granted an application (CONTRACT §6): its tokens and its unexpired
+/// codes end at once, on every instance. `false` when there was nothing to revoke.
+pub(crate) async fn revoke_application_grant(
+    state: &AppState,
+    user_id: restguard_core::UserId,
+    application: restguard_core::store::ApplicationId,
+) -> Result<bool, PageError> {
+    let revoked = state
+        .stores
+        .oauth
+        .revoke_authorization(user_id, application, OffsetDateTime::now_utc())
+        .await?;
+    state.oauth.forget_cached();
+    Ok(revoked > 0)
 }
 
 /// `GET /static/restguard.css`.
