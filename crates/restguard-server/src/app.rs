@@ -387,6 +387,10 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
     )
     .await
     .map_err(|e| anyhow::anyhow!("oauth2: {}", crate::error_chain(&e)))?;
+    let oauth_provider = match &invalidations {
+        Some(bus) => oauth_provider.with_invalidations(bus.clone()),
+        None => oauth_provider,
+    };
     let schemes = Schemes {
         oauth2: Arc::new(restguard_oauth2::OAuth2Bearer::new(oauth_provider.clone())),
         token: Arc::new(TokenAuth::with_keywords(
@@ -576,6 +580,10 @@ fn session_routes() -> Router<AppState> {
             get(admin_apps::list).post(admin_apps::create),
         )
         .route("/admin/applications/{id}/delete/", post(admin_apps::delete))
+        .route(
+            "/admin/applications/{id}/settings/",
+            post(admin_apps::update),
+        )
         .route(
             "/admin/applications/{id}/rotate-secret/",
             post(admin_apps::rotate_secret),

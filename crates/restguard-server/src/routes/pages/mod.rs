@@ -566,6 +566,7 @@ pub(crate) async fn forget_user(state: &AppState, id: restguard_core::UserId) {
     state.tokens.forget_user(id);
     state.sessions.forget_user(id);
     state.jwt.forget_user(id);
+    state.oauth.forget_user(id);
     crate::scaleout::announce(
         state.invalidations.as_ref(),
         restguard_core::invalidation::Invalidation::User(id),
@@ -605,13 +606,11 @@ pub(crate) async fn revoke_application_grant(
     user_id: restguard_core::UserId,
     application: restguard_core::store::ApplicationId,
 ) -> Result<bool, PageError> {
-    let revoked = state
-        .stores
+    Ok(state
         .oauth
-        .revoke_authorization(user_id, application, OffsetDateTime::now_utc())
-        .await?;
-    state.oauth.forget_cached();
-    Ok(revoked > 0)
+        .revoke_authorization(user_id, application)
+        .await?
+        > 0)
 }
 
 /// `GET /static/restguard.css`.
