@@ -34,7 +34,7 @@ use crate::{
     routes::session::{csrf_check, csrf_cookie, read_request},
 };
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("base.html", include_str!("../../../templates/base.html")),
     ("login.html", include_str!("../../../templates/login.html")),
     (
@@ -61,6 +61,10 @@ const TEMPLATES: [(&str, &str); 12] = [
     (
         "_sessions_table.html",
         include_str!("../../../templates/_sessions_table.html"),
+    ),
+    (
+        "_apps_table.html",
+        include_str!("../../../templates/_apps_table.html"),
     ),
     (
         "oauth_authorize.html",
