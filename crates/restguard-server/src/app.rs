@@ -147,6 +147,10 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
     )
     .await
     .map_err(|e| anyhow::anyhow!("oauth2: {}", crate::error_chain(&e)))?;
+    let oauth_provider = match &invalidations {
+        Some(bus) => oauth_provider.with_invalidations(bus.clone()),
+        None => oauth_provider,
+    };
     let schemes = Schemes {
         oauth2: Arc::new(restguard_oauth2::OAuth2Bearer::new(oauth_provider.clone())),
         token: Arc::new(TokenAuth::with_keywords(
@@ -456,12 +460,21 @@ fn session_routes() -> Endpoints {
         )
         .route("/admin/applications/{id}/delete/", post(admin_apps::delete))
         .route(
+            "/admin/applications/{id}/settings/",
+            post(admin_apps::update),
+        )
+        .route(
             "/admin/applications/{id}/rotate-secret/",
             post(admin_apps::rotate_secret),
         )
         .route("/admin/users/{id}/", get(admin::detail))
         .route("/admin/users/{id}/active/", post(admin::set_active))
         .route("/admin/users/{id}/password/", post(admin::reset_password))
+        .route("/admin/users/{id}/roles/", post(admin::set_roles))
+        .route(
+            "/admin/users/{id}/applications/{app}/revoke/",
+            post(admin::revoke_application),
+        )
         .route(
             "/admin/users/{id}/tokens/{token}/revoke/",
             post(admin::revoke_token),

@@ -248,7 +248,7 @@ impl Cli {
             }
             Command::App(command) => {
                 let stores = open(&config, true).await?.stores();
-                oauth_apps::app_command(&stores, command).await?;
+                oauth_apps::app_command(&config, &stores, command).await?;
             }
             Command::Keys(command) => {
                 let stores = open(&config, true).await?.stores();

@@ -157,6 +157,8 @@ pub(crate) struct OAuth2Config {
     pub(crate) scopes: Vec<String>,
     /// Scopes granted when a request names none.
     pub(crate) default_scopes: Vec<String>,
+    /// How long access-token checks are cached in process.
+    pub(crate) cache_ttl: Seconds,
 }
 
 impl Default for OAuth2Config {
@@ -170,6 +172,7 @@ impl Default for OAuth2Config {
             allow_plain_pkce: d.allow_plain_pkce,
             scopes: d.scopes,
             default_scopes: d.default_scopes,
+            cache_ttl: Seconds(d.cache_ttl),
         }
     }
 }
@@ -208,6 +211,7 @@ impl OAuth2Config {
             allow_plain_pkce: self.allow_plain_pkce,
             scopes: self.scopes.clone(),
             default_scopes: self.default_scopes.clone(),
+            cache_ttl: self.cache_ttl.0,
         })
     }
 }
