@@ -82,7 +82,12 @@ pub struct Application {
     pub grant_types: Vec<String>,
     /// Registered redirect URIs, matched exactly.
     pub redirect_uris: Vec<String>,
-    /// Scopes it may request; empty means every scope the server knows.
+    /// Where RP-initiated logout may send the browser back to (OIDC RP-Initiated Logout
+    /// 1.0 `post_logout_redirect_uris`), matched exactly; a list of its own, never the
+    /// redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Scopes it may request; empty means every scope the server offers by default (the
+    /// provider never counts administrator-granted scopes such as `introspection` in it).
     pub allowed_scopes: Vec<String>,
     /// Skips the consent page.
     pub skip_authorization: bool,
@@ -109,7 +114,9 @@ pub struct NewApplication {
     pub grant_types: Vec<String>,
     /// Registered redirect URIs.
     pub redirect_uris: Vec<String>,
-    /// Allowed scopes (empty: all).
+    /// Registered post-logout redirect URIs.
+    pub post_logout_redirect_uris: Vec<String>,
+    /// Allowed scopes (empty: the server's ordinary scopes).
     pub allowed_scopes: Vec<String>,
     /// Skips the consent page.
     pub skip_authorization: bool,
@@ -119,6 +126,15 @@ pub struct NewApplication {
     pub owner: Option<UserId>,
     /// Registration time.
     pub created: OffsetDateTime,
+}
+
+/// Changes to a registered application's settings; `None` keeps the current value.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ApplicationUpdate {
+    /// New post-logout redirect URIs.
+    pub post_logout_redirect_uris: Option<Vec<String>>,
+    /// New allowed scopes (empty: the server's ordinary scopes).
+    pub allowed_scopes: Option<Vec<String>>,
 }
 
 /// An authorization code (never the code: its digest) and the request it answers.
@@ -295,6 +311,13 @@ pub trait OAuthStore: Send + Sync + 'static {
         client_id: &str,
         secret_digest: Option<SecretDigest>,
     ) -> Result<bool, StoreError>;
+    /// Applies `update` to the application; returns it as it is now, or `None` when there is
+    /// no such application. Issued codes and tokens are not touched.
+    async fn update_application(
+        &self,
+        client_id: &str,
+        update: ApplicationUpdate,
+    ) -> Result<Option<Application>, StoreError>;
     /// Deletes the application and its codes and tokens. Returns whether it existed.
     async fn delete_application(&self, client_id: &str) -> Result<bool, StoreError>;
 
@@ -354,7 +377,11 @@ pub trait OAuthStore: Send + Sync + 'static {
         user_id: UserId,
         now: OffsetDateTime,
     ) -> Result<Vec<AuthorizedApplication>, StoreError>;
-    /// Revokes every token the user holds for the application; returns how many.
+    /// Ends everything the user granted the application, in one transaction: deletes their
+    /// codes for it (so a pending code can no longer be exchanged), then revokes every token
+    /// they hold for it — in that order, so that a code exchange racing this call either
+    /// finds its code gone or stored its tokens before they are revoked. Returns how many
+    /// codes and tokens it ended.
     async fn revoke_authorization(
         &self,
         user_id: UserId,

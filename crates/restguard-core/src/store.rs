@@ -9,8 +9,9 @@ use time::OffsetDateTime;
 use crate::identity::{User, UserId};
 
 pub use crate::oauth_store::{
-    Application, ApplicationId, AuthorizationCode, AuthorizedApplication, ClientType, CodeUse,
-    NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken, OAuthTokenKind,
+    Application, ApplicationId, ApplicationUpdate, AuthorizationCode, AuthorizedApplication,
+    ClientType, CodeUse, NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken,
+    OAuthTokenKind,
 };
 
 /// A boxed error cause.

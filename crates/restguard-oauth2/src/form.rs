@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use crate::error::OAuthError;
+use crate::error::{ErrorCode, OAuthError};
 
 /// Longest form body read by the endpoints (the server's body limit applies first).
 pub const MAX_FORM_BYTES: usize = 64 * 1024;
@@ -83,13 +83,73 @@ impl Params {
     }
 }
 
-/// Splits a `scope` parameter into scopes (space-separated, no empties, no repeats).
-pub fn split_scope(scope: &str) -> Vec<String> {
+/// Most scopes one `scope` string may name (RFC 6749 sets no limit; a client has a handful).
+pub const MAX_SCOPES: usize = 64;
+/// Longest single scope, in bytes.
+pub const MAX_SCOPE_LEN: usize = 128;
+
+/// Splits a `scope` string (a request parameter, a CLI flag, an admin form field) into its
+/// scopes: separated by spaces, empty ones skipped, repeats dropped, in order. More than
+/// [`MAX_SCOPES`] scopes (repeats counted) or one longer than [`MAX_SCOPE_LEN`] bytes is
+/// `invalid_scope`. Linear in the length of `scope`: it stops at the first scope past the
+/// cap, and the repeat check compares with at most [`MAX_SCOPES`] kept scopes.
+///
+/// ```
+/// use restguard_oauth2::form::parse_scope;
+/// assert_eq!(parse_scope("read  write read").unwrap(), ["read", "write"]);
+/// assert!(parse_scope(&"s ".repeat(65)).is_err());
+/// assert!(parse_scope(&"x".repeat(129)).is_err());
+/// ```
+pub fn parse_scope(scope: &str) -> Result<Vec<String>, OAuthError> {
     let mut out: Vec<String> = Vec::new();
-    for s in scope.split(' ').filter(|s| !s.is_empty()) {
+    for (n, s) in scope.split(' ').filter(|s| !s.is_empty()).enumerate() {
+        if n >= MAX_SCOPES {
+            return Err(OAuthError::new(ErrorCode::InvalidScope)
+                .describe(format!("Too many scopes: at most {MAX_SCOPES}.")));
+        }
+        if s.len() > MAX_SCOPE_LEN {
+            return Err(OAuthError::new(ErrorCode::InvalidScope).describe(format!(
+                "A scope is too long: at most {MAX_SCOPE_LEN} characters."
+            )));
+        }
         if !out.iter().any(|o| o == s) {
             out.push(s.to_owned());
         }
     }
-    out
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scope_caps_hold_at_the_edges() {
+        let names: Vec<String> = (0..MAX_SCOPES).map(|i| format!("s{i}")).collect();
+        assert_eq!(
+            parse_scope(&names.join(" ")).ok().map(|v| v.len()),
+            Some(64)
+        );
+        let over = format!("{} extra", names.join(" "));
+        let err = parse_scope(&over).expect_err("65 scopes");
+        assert_eq!(err.code, ErrorCode::InvalidScope);
+        assert_eq!(
+            err.description.as_deref(),
+            Some("Too many scopes: at most 64.")
+        );
+        // Repeats count towards the cap, so a long run of one scope stops early too.
+        assert!(parse_scope(&"read ".repeat(100_000)).is_err());
+        assert_eq!(
+            parse_scope(&"x".repeat(MAX_SCOPE_LEN))
+                .ok()
+                .map(|v| v.len()),
+            Some(1)
+        );
+        let err = parse_scope(&"x".repeat(MAX_SCOPE_LEN + 1)).expect_err("too long");
+        assert_eq!(
+            err.description.as_deref(),
+            Some("A scope is too long: at most 128 characters.")
+        );
+        assert_eq!(parse_scope("   ").ok(), Some(Vec::new()));
+    }
 }

@@ -7,16 +7,19 @@ use bytes::Bytes;
 use http::{HeaderValue, Response, StatusCode};
 use restguard::{
     digest::{ordered_id, ordered_secret, random_secret, SecretDigester},
+    invalidation::BusLink,
     jwt::{ClaimsSigner, JwtAlgorithm, KeyError},
     password::{Login, PasswordAuth},
 };
 use restguard_core::{
+    invalidation::{Invalidation, InvalidationBus},
     secret::SecretString,
     store::{
-        Application, AuthorizationCode, ClientType, CodeUse, FamilyId, NewOAuthToken,
-        OAuthRefreshUse, OAuthStore, OAuthToken, OAuthTokenKind, SecretDigest, Stores, UserStore,
+        Application, ApplicationId, AuthorizationCode, ClientType, CodeUse, FamilyId,
+        NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken, OAuthTokenKind, SecretDigest,
+        Stores, UserStore,
     },
-    StoreError, User,
+    StoreError, User, UserId,
 };
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256, Sha512};
@@ -28,7 +31,8 @@ use crate::{
         redirect_uri_matches, ClientCredentials,
     },
     error::{json_no_store, ErrorCode, OAuthError},
-    form::{split_scope, Params},
+    form::{parse_scope, Params},
+    id_token_hint::{self, InvalidHint, VerifiedHint},
 };
 
 /// Prefix of every access token (for secret scanners).
@@ -41,6 +45,17 @@ pub const CODE_PREFIX: &str = "rgac_";
 pub const CLIENT_SECRET_PREFIX: &str = "rgcs_";
 /// Longest token or code looked up.
 pub const MAX_TOKEN_LEN: usize = 128;
+
+/// The scope that lets a bearer token call `/o/introspect/`.
+pub const INTROSPECTION_SCOPE: &str = "introspection";
+/// Scopes a client gets only when an administrator lists them in its allowed scopes: never
+/// through an empty ("every scope") list, never as a default.
+pub const ADMIN_GRANTED_SCOPES: [&str; 1] = [INTROSPECTION_SCOPE];
+
+/// Whether `scope` is granted only explicitly ([`ADMIN_GRANTED_SCOPES`]).
+fn admin_granted(scope: &str) -> bool {
+    ADMIN_GRANTED_SCOPES.contains(&scope)
+}
 
 /// The grant types.
 pub const GRANT_AUTHORIZATION_CODE: &str = "authorization_code";
@@ -68,8 +83,13 @@ pub struct OAuthSettings {
     pub allow_plain_pkce: bool,
     /// Every scope the server knows.
     pub scopes: Vec<String>,
-    /// Scopes granted when a request names none (filtered by the client's allowed scopes).
+    /// Scopes granted when a request names none (filtered by the client's allowed scopes;
+    /// [`ADMIN_GRANTED_SCOPES`] are never among them).
     pub default_scopes: Vec<String>,
+    /// How long access-token checks and client lookups are cached in process (default 1 s;
+    /// zero: not cached). Revocations through this provider, and — with an invalidation bus
+    /// — through any instance, drop the cache at once.
+    pub cache_ttl: Duration,
 }
 
 impl Default for OAuthSettings {
@@ -92,6 +112,7 @@ impl Default for OAuthSettings {
             .map(String::from)
             .to_vec(),
             default_scopes: vec!["read".into()],
+            cache_ttl: Duration::from_secs(1),
         }
     }
 }
@@ -175,6 +196,27 @@ struct Inner {
     cache: moka::sync::Cache<SecretDigest, Arc<AccessGrant>>,
     /// Applications by `client_id` (the token endpoint's hot path).
     clients: moka::sync::Cache<String, Arc<Application>>,
+    /// Where revocations are announced to other instances, when attached.
+    bus: BusLink,
+}
+
+impl Inner {
+    /// Drops what `event` made stale: a user's grants, one token's check, or everything.
+    fn drop_cached(&self, event: Invalidation) {
+        match event {
+            Invalidation::User(user_id) => {
+                // Only fails when closures are not enabled; the builder enables them.
+                let _ = self.cache.invalidate_entries_if(move |_, grant| {
+                    grant.user.as_ref().is_some_and(|u| u.id == user_id)
+                });
+            }
+            Invalidation::Digest(digest) => self.cache.invalidate(&digest),
+            _ => {
+                self.cache.invalidate_all();
+                self.clients.invalidate_all();
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Provider {
@@ -191,8 +233,18 @@ fn seconds(d: Duration) -> time::Duration {
     time::Duration::seconds(i64::try_from(d.as_secs()).unwrap_or(i64::MAX / 2))
 }
 
-/// How long access-token checks are cached in process.
-const CACHE_TTL: Duration = Duration::from_secs(1);
+/// A cache of `capacity` entries living `ttl` (with `ttl` zero nothing is inserted).
+fn cache<K, V>(capacity: u64, ttl: Duration) -> moka::sync::Cache<K, V>
+where
+    K: std::hash::Hash + Eq + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    moka::sync::Cache::builder()
+        .max_capacity(capacity)
+        .time_to_live(ttl.max(Duration::from_millis(1)))
+        .support_invalidation_closures()
+        .build()
+}
 
 impl Provider {
     /// A provider over `stores`, with id_token keys (RS256 and EdDSA) from the shared signing
@@ -211,6 +263,7 @@ impl Provider {
         for alg in [JwtAlgorithm::RS256, JwtAlgorithm::EdDSA] {
             signers.push(ClaimsSigner::from_store(stores.signing_keys.clone(), alg, window).await?);
         }
+        let ttl = settings.cache_ttl;
         Ok(Self {
             inner: Arc::new(Inner {
                 oauth: stores.oauth.clone(),
@@ -219,16 +272,19 @@ impl Provider {
                 passwords,
                 settings,
                 signers,
-                cache: moka::sync::Cache::builder()
-                    .max_capacity(100_000)
-                    .time_to_live(CACHE_TTL)
-                    .build(),
-                clients: moka::sync::Cache::builder()
-                    .max_capacity(10_000)
-                    .time_to_live(CACHE_TTL)
-                    .build(),
+                cache: cache(100_000, ttl),
+                clients: cache(10_000, ttl),
+                bus: BusLink::default(),
             }),
         })
+    }
+
+    /// Announces revocations on `bus` and drops what other instances announce there (user
+    /// changes included), so an access token revoked anywhere is refused here at once, not
+    /// after the cache lifetime.
+    pub fn with_invalidations(self, bus: Arc<dyn InvalidationBus>) -> Self {
+        self.inner.bus.attach(bus, &self.inner, Inner::drop_cached);
+        self
     }
 
     /// The settings.
@@ -258,14 +314,53 @@ impl Provider {
             .find(|s| s.algorithm().as_str() == algorithm)
     }
 
-    /// Forgets cached access-token checks and applications (after a revocation, a secret
-    /// rotation or a deletion). Changes made by another process take effect within 1 s.
-    pub fn forget_cached(&self) {
-        self.inner.cache.invalidate_all();
-        self.inner.clients.invalidate_all();
+    /// Forgets every cached access-token check and application here and, through the
+    /// invalidation bus, on every instance: after an application's secret, settings or
+    /// existence changed.
+    pub async fn forget_cached(&self) {
+        self.forget(Invalidation::All).await;
     }
 
-    /// Authenticates the client of a request (application lookups cached for 1 s).
+    /// Forgets the cached checks of `user_id`'s tokens in this process (the caller announces
+    /// the user's change on the bus, as every account change does).
+    pub fn forget_user(&self, user_id: UserId) {
+        self.inner.drop_cached(Invalidation::User(user_id));
+    }
+
+    /// Drops `event` here at once and announces it to the other instances.
+    async fn forget(&self, event: Invalidation) {
+        self.inner.drop_cached(event);
+        self.inner.bus.publish(event).await;
+    }
+
+    /// What a revoked family makes stale: its user's grants, or (no user) everything.
+    fn family_event(user: Option<UserId>) -> Invalidation {
+        user.map_or(Invalidation::All, Invalidation::User)
+    }
+
+    /// Ends what `user_id` granted `application` (the account page's and the admin's
+    /// "revoke"): its pending codes and its tokens at once, on every instance. Returns how
+    /// many codes and tokens ended.
+    pub async fn revoke_authorization(
+        &self,
+        user_id: UserId,
+        application: ApplicationId,
+    ) -> Result<u64, StoreError> {
+        let ended = self
+            .inner
+            .oauth
+            .revoke_authorization(user_id, application, now())
+            .await?;
+        self.forget(Invalidation::User(user_id)).await;
+        Ok(ended)
+    }
+
+    /// Whether checks are cached at all (`cache_ttl` zero: never).
+    fn caching(&self) -> bool {
+        !self.inner.settings.cache_ttl.is_zero()
+    }
+
+    /// Authenticates the client of a request (application lookups cached for `cache_ttl`).
     async fn authenticate(&self, creds: &ClientCredentials) -> Result<Application, OAuthError> {
         let app = match self.inner.clients.get(&creds.client_id) {
             Some(app) => Some(app),
@@ -276,7 +371,7 @@ impl Provider {
                     .application_by_client_id(&creds.client_id)
                     .await?
                     .map(Arc::new);
-                if let Some(app) = &found {
+                if let Some(app) = found.as_ref().filter(|_| self.caching()) {
                     self.inner
                         .clients
                         .insert(creds.client_id.clone(), app.clone());
@@ -327,7 +422,9 @@ impl Provider {
                     user: user.map(Arc::new),
                     client_id,
                 });
-                self.inner.cache.insert(digest, grant.clone());
+                if self.caching() {
+                    self.inner.cache.insert(digest, grant.clone());
+                }
                 grant
             }
         };
@@ -354,9 +451,17 @@ impl Provider {
 
     // ---------------------------------------------------------------- scopes
 
+    /// The scopes `app` may have: its allowed list, or when that is empty every scope the
+    /// server knows except those only an administrator grants.
     fn allowed_scopes(&self, app: &Application) -> Vec<String> {
         if app.allowed_scopes.is_empty() {
-            self.inner.settings.scopes.clone()
+            self.inner
+                .settings
+                .scopes
+                .iter()
+                .filter(|s| !admin_granted(s))
+                .cloned()
+                .collect()
         } else {
             app.allowed_scopes
                 .iter()
@@ -376,7 +481,7 @@ impl Provider {
         let allowed = self.allowed_scopes(app);
         match scope {
             Some(s) => {
-                let requested = split_scope(s);
+                let requested = parse_scope(s)?;
                 if requested.is_empty() {
                     return Err(
                         OAuthError::new(ErrorCode::InvalidScope).describe("No scope requested.")
@@ -393,7 +498,7 @@ impl Provider {
                 .settings
                 .default_scopes
                 .iter()
-                .filter(|s| allowed.contains(s))
+                .filter(|s| allowed.contains(s) && !admin_granted(s))
                 .cloned()
                 .collect()),
         }
@@ -540,7 +645,14 @@ impl Provider {
                 "Malformed code_challenge.",
             )));
         }
-        let prompt = params.get("prompt").map(split_scope).unwrap_or_default();
+        let prompt = match params.get("prompt").map(parse_scope).transpose() {
+            Ok(prompt) => prompt.unwrap_or_default(),
+            Err(_) => {
+                return Err(redirect_err(OAuthError::invalid_request(
+                    "Invalid prompt value.",
+                )))
+            }
+        };
         if prompt
             .iter()
             .any(|p| !matches!(p.as_str(), "none" | "login" | "consent" | "select_account"))
@@ -792,7 +904,7 @@ impl Provider {
     async fn revoke_code_family(&self, code: &AuthorizationCode) -> Result<(), OAuthError> {
         if let Some(family) = &code.family {
             let n = self.inner.oauth.revoke_oauth_family(family, now()).await?;
-            self.forget_cached();
+            self.forget(Invalidation::User(code.user_id)).await;
             tracing::warn!(
                 revoked = n,
                 "authorization code replayed; its tokens are revoked"
@@ -827,7 +939,7 @@ impl Provider {
                 .oauth
                 .revoke_oauth_family(&stored.family, now())
                 .await?;
-            self.forget_cached();
+            self.forget(Self::family_event(stored.user_id)).await;
             return Err(bad());
         }
         if stored.expires_at <= now() {
@@ -836,7 +948,7 @@ impl Provider {
         let scopes = match params.get("scope") {
             None => stored.scopes.clone(),
             Some(s) => {
-                let requested = split_scope(s);
+                let requested = parse_scope(s)?;
                 if requested.is_empty() || requested.iter().any(|r| !stored.scopes.contains(r)) {
                     return Err(OAuthError::new(ErrorCode::InvalidScope)
                         .describe("The requested scope exceeds the original grant."));
@@ -890,7 +1002,7 @@ impl Provider {
                     .oauth
                     .revoke_oauth_family(&t.family, now())
                     .await?;
-                self.forget_cached();
+                self.forget(Self::family_event(t.user_id)).await;
                 return Err(bad());
             }
             OAuthRefreshUse::Revoked(_) | OAuthRefreshUse::Unknown => return Err(bad()),
@@ -1079,15 +1191,16 @@ impl Provider {
                         .oauth
                         .revoke_oauth_family(&stored.family, now())
                         .await?;
+                    self.forget(Self::family_event(stored.user_id)).await;
                 }
                 OAuthTokenKind::Access => {
                     self.inner
                         .oauth
                         .revoke_oauth_token(stored.id, now())
                         .await?;
+                    self.forget(Invalidation::Digest(stored.digest)).await;
                 }
             }
-            self.forget_cached();
             Ok(())
         }
         .await;
@@ -1113,7 +1226,7 @@ impl Provider {
                 .map(str::trim);
             match bearer {
                 Some(token) => match self.check_access_token(token).await? {
-                    Ok(grant) if grant.token.scopes.iter().any(|s| s == "introspection") => {}
+                    Ok(grant) if self.may_introspect(&grant).await? => {}
                     _ => return Err(OAuthError::invalid_client()),
                 },
                 None => {
@@ -1163,6 +1276,21 @@ impl Provider {
             Ok(body) => json_no_store(StatusCode::OK, &body),
             Err(e) => e.into_response(),
         }
+    }
+
+    /// Whether a bearer token may introspect: it holds the `introspection` scope and its
+    /// client is still granted that scope explicitly (an administrator who takes the scope
+    /// away ends this at once, not when the token expires).
+    async fn may_introspect(&self, grant: &AccessGrant) -> Result<bool, StoreError> {
+        if !grant.token.scopes.iter().any(|s| s == INTROSPECTION_SCOPE) {
+            return Ok(false);
+        }
+        Ok(self
+            .inner
+            .oauth
+            .application_by_id(grant.token.application)
+            .await?
+            .is_some_and(|app| app.allowed_scopes.iter().any(|s| s == INTROSPECTION_SCOPE)))
     }
 
     // ---------------------------------------------------------------- OIDC
@@ -1258,18 +1386,11 @@ impl Provider {
         json!({ "keys": keys })
     }
 
-    /// The audience (`aud`) of an `id_token_hint` (RP-initiated logout), read without
-    /// verifying the signature: callers use it only to pick among that client's registered
-    /// redirect URIs, never to grant anything.
-    pub fn id_token_audience(id_token: &str) -> Option<String> {
-        let payload = id_token.split('.').nth(1)?;
-        let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
-        let claims: Value = serde_json::from_slice(&bytes).ok()?;
-        match claims.get("aud")? {
-            Value::String(s) => Some(s.clone()),
-            Value::Array(a) => a.first()?.as_str().map(str::to_owned),
-            _ => None,
-        }
+    /// Verifies an `id_token_hint` (RP-initiated logout): signed with one of this provider's
+    /// published id_token keys (retired ones included while they are published) and issued
+    /// by this provider; an expired hint is accepted. See [`id_token_hint::verify`].
+    pub fn verify_id_token_hint(&self, hint: &str) -> Result<VerifiedHint, InvalidHint> {
+        id_token_hint::verify(hint, &self.jwks(), &self.issuer())
     }
 
     /// Creates a client secret: the secret (shown once) and its digest (stored).

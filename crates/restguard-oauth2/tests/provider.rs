@@ -32,6 +32,7 @@ async fn setup() -> (Stores, Provider, String, String) {
             secret_digest: Some(digester.digest(&secret)),
             grant_types: vec!["client_credentials".into()],
             redirect_uris: Vec::new(),
+            post_logout_redirect_uris: Vec::new(),
             allowed_scopes: vec!["read".into(), "write".into()],
             skip_authorization: false,
             algorithm: "RS256".into(),
@@ -186,4 +187,43 @@ async fn authenticate(bearer: &OAuth2Bearer, header: &str) -> Outcome {
         .into_parts();
     let ctx = RequestContext::new(&parts, None).expect("one header");
     bearer.authenticate(&ctx).await.expect("store")
+}
+
+/// Two providers on one store (two instances) joined by one invalidation bus: a revocation
+/// through one drops the other's cached check at once, even with a cache lifetime of an hour.
+#[tokio::test]
+async fn revocations_travel_on_the_invalidation_bus() {
+    let (stores, first, id, secret) = setup().await;
+    let bus: Arc<dyn restguard_core::invalidation::InvalidationBus> =
+        Arc::new(restguard_store::memory::MemoryInvalidationBus::new());
+    let settings = OAuthSettings {
+        cache_ttl: std::time::Duration::from_secs(3600),
+        ..OAuthSettings::default()
+    };
+    let digester = first.digester().clone();
+    let a = Provider::new(&stores, digester.clone(), None, settings.clone())
+        .await
+        .expect("provider")
+        .with_invalidations(bus.clone());
+    let b = Provider::new(&stores, digester, None, settings)
+        .await
+        .expect("provider")
+        .with_invalidations(bus);
+    let (status, body, _) = token(
+        &a,
+        &format!("grant_type=client_credentials&client_id={id}&client_secret={secret}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let access = body["access_token"].as_str().expect("token").to_owned();
+    assert!(b.check_access_token(&access).await.expect("store").is_ok());
+    let response = a
+        .revoke_endpoint(
+            Some(&HeaderValue::from_static(FORM)),
+            None,
+            format!("token={access}&client_id={id}&client_secret={secret}").as_bytes(),
+        )
+        .await;
+    assert_eq!(response.status(), 200);
+    assert!(b.check_access_token(&access).await.expect("store").is_err());
 }

@@ -1,17 +1,17 @@
-//! Application state, the policy table built from configuration, and the router.
+//! Application state and the router.
 
 use std::{net::SocketAddr, sync::Arc};
 
 use axum::{
     http::{header, HeaderName},
-    routing::{delete, get, post},
+    routing::{any, delete, get, post, MethodRouter},
     Router,
 };
 use restguard::{
     basic::Basic,
     jwt::{JwtAuth, JwtService},
     password::{HasherConfig, PasswordAuth, PasswordHasher},
-    throttle::{LoginThrottle, RateThrottle, ThrottleKind},
+    throttle::LoginThrottle,
     token::{TokenAuth, TokenService},
 };
 use restguard::{
@@ -19,17 +19,13 @@ use restguard::{
     session::{Session, SessionService},
 };
 use restguard_axum::AuthLayer;
-use restguard_core::{
-    permission::{AllowAny, HasScope, IsAdminUser, IsAuthenticated, IsAuthenticatedOrReadOnly},
-    rate::Rate,
-    store::Stores,
-    Authenticator, Permission, Policy, PolicyTable, RouteRule, Throttle,
-};
+use restguard_core::{store::Stores, Authenticator, PolicyTable};
 use tower_http::{sensitive_headers::SetSensitiveRequestHeadersLayer, trace::TraceLayer};
 
 use crate::{
     config::Config,
     error::ApiError,
+    policy_tables::{policy_tables, Guard, Guarded, Schemes},
     routes::{health, jwt, me, oauth2, pages, session, tokens, verify},
     stores::Backend,
 };
@@ -68,242 +64,6 @@ pub(crate) struct AppStateInner {
     pub(crate) metrics_access: crate::metrics::MetricsAccess,
     /// Where changes that make other instances' caches stale are announced (`redis.url`).
     pub(crate) invalidations: Option<Arc<dyn restguard_core::invalidation::InvalidationBus>>,
-}
-
-/// The authenticators a configuration can name.
-pub(crate) struct Schemes {
-    token: Arc<dyn Authenticator>,
-    jwt: Arc<dyn Authenticator>,
-    basic: Arc<dyn Authenticator>,
-    session: Arc<dyn Authenticator>,
-    oauth2: Arc<dyn Authenticator>,
-}
-
-impl Schemes {
-    fn by_name(&self, name: &str, key: &str) -> Result<Arc<dyn Authenticator>, String> {
-        match name {
-            "token" => Ok(self.token.clone()),
-            "jwt" => Ok(self.jwt.clone()),
-            "basic" => Ok(self.basic.clone()),
-            "session" => Ok(self.session.clone()),
-            "oauth2" => Ok(self.oauth2.clone()),
-            other => Err(format!(
-                "{key}: unknown authenticator \"{other}\" (token, jwt, oauth2, basic, session)"
-            )),
-        }
-    }
-}
-
-/// Session endpoints and page assets with their own CSRF handling: open in the table.
-pub(crate) const SESSION_ENDPOINTS: [&str; 7] = [
-    "/api/csrf/",
-    "/api/session/login/",
-    "/api/session/logout/",
-    "/api-auth/login/",
-    "/api-auth/logout/",
-    "/static/restguard.css",
-    "/static/account.js",
-];
-
-/// The server-rendered pages (each handler requires a session itself).
-pub(crate) const PAGE_PREFIXES: [&str; 2] = ["/account/", "/admin/"];
-
-/// The OAuth2 / OIDC provider's endpoints and metadata: open in the table.
-pub(crate) const OAUTH2_PREFIXES: [&str; 2] = ["/o/", "/.well-known/oauth-authorization-server"];
-
-/// The JWT endpoints: open (no authenticators, `AllowAny`), like DRF's token views.
-pub(crate) const JWT_ENDPOINTS: [&str; 7] = [
-    "/api/token/",
-    "/api/token/refresh/",
-    "/api/token/verify/",
-    "/api/token/blacklist/",
-    "/api/token/sliding/",
-    "/api/token/sliding/refresh/",
-    "/api/token/jwks/",
-];
-
-fn permission_by_name(name: &str, key: &str) -> Result<Arc<dyn Permission>, String> {
-    Ok(match name {
-        "allow_any" => Arc::new(AllowAny),
-        "is_authenticated" => Arc::new(IsAuthenticated),
-        "is_admin_user" => Arc::new(IsAdminUser),
-        "is_authenticated_or_read_only" => Arc::new(IsAuthenticatedOrReadOnly),
-        "has_read_write_scope" => Arc::new(restguard_core::permission::HasReadWriteScope::new()),
-        other => match other.strip_prefix("has_scope:") {
-            Some(scope) if !scope.is_empty() => Arc::new(HasScope::new([scope])),
-            _ => return Err(format!(
-                "{key}: unknown permission \"{other}\" (allow_any, is_authenticated, is_admin_user, is_authenticated_or_read_only, has_read_write_scope, has_scope:<scope>)"
-            )),
-        },
-    })
-}
-
-/// The configured rate throttles, one shared instance per name (so every route naming `user`
-/// counts in the same buckets, as DRF's cache keys do).
-pub(crate) struct Throttles {
-    anon: Option<Arc<dyn Throttle>>,
-    user: Option<Arc<dyn Throttle>>,
-    scopes: std::collections::BTreeMap<String, Arc<dyn Throttle>>,
-}
-
-impl Throttles {
-    pub(crate) fn from_config(
-        config: &crate::config::ThrottleConfig,
-        shared: Option<crate::scaleout::SharedThrottle>,
-    ) -> Self {
-        // With `redis.url`, every instance counts in the same Redis windows.
-        let make = |kind: ThrottleKind, rate: Rate| -> Arc<dyn Throttle> {
-            match &shared {
-                Some(s) => Arc::new(RateThrottle::shared(kind, rate, s.store.clone(), s.fail)),
-                None => Arc::new(RateThrottle::new(kind, rate)),
-            }
-        };
-        Self {
-            anon: config.anon.map(|r| make(ThrottleKind::Anon, r.0)),
-            user: config.user.map(|r| make(ThrottleKind::User, r.0)),
-            scopes: config
-                .scopes
-                .iter()
-                .map(|(name, r)| (name.clone(), make(ThrottleKind::Scoped(name.clone()), r.0)))
-                .collect(),
-        }
-    }
-
-    /// DRF's `DEFAULT_THROTTLE_CLASSES`: `anon` and `user` when their rates are set.
-    fn defaults(&self) -> Vec<Arc<dyn Throttle>> {
-        self.anon.iter().chain(self.user.iter()).cloned().collect()
-    }
-
-    fn by_name(&self, name: &str, key: &str) -> Result<Arc<dyn Throttle>, String> {
-        let found = match name {
-            "anon" => self.anon.clone(),
-            "user" => self.user.clone(),
-            scope => self.scopes.get(scope).cloned(),
-        };
-        found.ok_or_else(|| {
-            format!("{key}: throttle \"{name}\" has no rate (set throttle.{name} or throttle.scopes.{name})")
-        })
-    }
-}
-
-fn build_policy(
-    schemes: &Schemes,
-    authenticators: &[String],
-    permissions: &[String],
-    throttles: &[Arc<dyn Throttle>],
-    key: &str,
-) -> Result<Policy, String> {
-    let mut builder = Policy::builder();
-    for throttle in throttles {
-        builder = builder.shared_throttle(throttle.clone());
-    }
-    for name in authenticators {
-        builder =
-            builder.shared_authenticator(schemes.by_name(name, &format!("{key}.authenticators"))?);
-    }
-    for name in permissions {
-        builder =
-            builder.shared_permission(permission_by_name(name, &format!("{key}.permissions"))?);
-    }
-    Ok(builder.build())
-}
-
-/// The policy table: the configured default, the configured routes, and the server's own
-/// endpoints (which fix their policy, as DRF views do).
-pub(crate) fn policy_table(config: &Config, schemes: &Schemes) -> Result<PolicyTable, String> {
-    let throttles = Throttles::from_config(
-        &config.throttle,
-        crate::scaleout::shared_throttle(&config.redis)?,
-    );
-    let default_throttles = throttles.defaults();
-    let default = build_policy(
-        schemes,
-        &config.auth.authenticators,
-        &config.auth.permissions,
-        &default_throttles,
-        "auth",
-    )?;
-    let open = Policy::builder().permission(AllowAny).build();
-    let token_only = Policy::builder()
-        .shared_authenticator(schemes.token.clone())
-        .permission(IsAuthenticated)
-        .build();
-    let default_chain_allow_any = build_policy(
-        schemes,
-        &config.auth.authenticators,
-        &["allow_any".to_owned()],
-        &default_throttles,
-        "auth",
-    )?;
-    let mut table = PolicyTable::new(default);
-    for (index, route) in config.routes.iter().enumerate() {
-        let key = format!("route[{index}]");
-        if !route.path.starts_with('/') {
-            return Err(format!("{key}.path: must start with '/'"));
-        }
-        let route_throttles = match &route.throttles {
-            Some(names) => names
-                .iter()
-                .map(|n| throttles.by_name(n, &format!("{key}.throttles")))
-                .collect::<Result<Vec<_>, _>>()?,
-            None => default_throttles.clone(),
-        };
-        let authenticators = route
-            .authenticators
-            .as_ref()
-            .unwrap_or(&config.auth.authenticators);
-        let permissions = route
-            .permissions
-            .as_ref()
-            .unwrap_or(&config.auth.permissions);
-        let policy = build_policy(schemes, authenticators, permissions, &route_throttles, &key)?;
-        let mut rule = RouteRule::prefix(route.path.clone());
-        if let Some(methods) = &route.methods {
-            let parsed = methods
-                .iter()
-                .map(|m| {
-                    m.to_ascii_uppercase()
-                        .parse::<http::Method>()
-                        .map_err(|_| format!("{key}.methods: invalid method {m:?}"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            rule = rule.methods(parsed);
-        }
-        table = table.with_route(rule, policy);
-    }
-    // The server's own endpoints: exact rules, which beat any configured prefix.
-    for path in [
-        "/healthz",
-        "/readyz",
-        "/metrics",
-        "/api-token-auth/",
-        verify::VERIFY_PATH,
-    ]
-    .into_iter()
-    .chain(JWT_ENDPOINTS)
-    {
-        table = table.with_route(RouteRule::exact(path), open.clone());
-    }
-    table = table.with_route(RouteRule::exact("/api/ping/"), default_chain_allow_any);
-    // Session login, CSRF and the pages check the session and CSRF themselves (login CSRF
-    // applies before anyone is authenticated; forms carry the token in the body).
-    for path in SESSION_ENDPOINTS {
-        table = table.with_route(RouteRule::exact(path), open.clone());
-    }
-    // The OAuth2 provider authenticates its clients itself (Basic carries client
-    // credentials there, not a user's).
-    for prefix in OAUTH2_PREFIXES {
-        table = table.with_route(RouteRule::prefix(prefix), open.clone());
-    }
-    for prefix in PAGE_PREFIXES {
-        table = table.with_route(RouteRule::prefix(prefix), open.clone());
-    }
-    // Envoy's ext_authz checks: `/auth/verify` + the original path.
-    table = table.with_route(RouteRule::prefix("/auth/verify/"), open.clone());
-    for path in ["/api/auth/logout/", "/api/auth/logoutall/"] {
-        table = table.with_route(RouteRule::exact(path), token_only.clone());
-    }
-    Ok(table)
 }
 
 /// Builds state and router from configuration and an open, migrated backend.
@@ -387,6 +147,10 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
     )
     .await
     .map_err(|e| anyhow::anyhow!("oauth2: {}", crate::error_chain(&e)))?;
+    let oauth_provider = match &invalidations {
+        Some(bus) => oauth_provider.with_invalidations(bus.clone()),
+        None => oauth_provider,
+    };
     let schemes = Schemes {
         oauth2: Arc::new(restguard_oauth2::OAuth2Bearer::new(oauth_provider.clone())),
         token: Arc::new(TokenAuth::with_keywords(
@@ -397,7 +161,10 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         basic: Arc::new(Basic::new(passwords.clone())),
         session: Arc::new(Session::new(sessions.clone(), csrf.clone())),
     };
-    let table = policy_table(config, &schemes).map_err(anyhow::Error::msg)?;
+    let endpoints = endpoints();
+    let tables = policy_tables(config, &schemes, &endpoints.guards).map_err(anyhow::Error::msg)?;
+    let forward_auth = verify::ForwardAuth::new(tables.forward_auth, &config.forward_auth)
+        .map_err(anyhow::Error::msg)?;
     let state = AppState(Arc::new(AppStateInner {
         stores,
         passwords,
@@ -417,18 +184,150 @@ pub(crate) async fn build(config: &Config, backend: &Backend) -> anyhow::Result<
         config.throttle.num_proxies,
     )
     .map_err(anyhow::Error::msg)?;
-    Ok(
-        router(state, table, client_ip).layer(axum::middleware::from_fn_with_state(
-            config.server.request_timeout.0,
-            crate::scaleout::deadline,
-        )),
+    Ok(router(
+        state,
+        endpoints.router,
+        tables.server,
+        forward_auth,
+        client_ip,
     )
+    .layer(axum::middleware::from_fn_with_state(
+        config.server.request_timeout.0,
+        crate::scaleout::deadline,
+    )))
+}
+
+/// restguard's own routes, each declared with its [`Guard`] (the policy it fixes for itself,
+/// as a DRF view fixes its classes): the router and the server table's fixed policies come
+/// from the same lines. A route declared without one gets the table's policy — a `[[route]]`
+/// or the `[auth]` default — or the guard of a prefix that covers it.
+pub(crate) struct Endpoints {
+    router: Router<AppState>,
+    /// The fixed policies, for the server's own table (never for forward-auth's).
+    pub(crate) guards: Vec<Guarded>,
+    /// Every route's path, for the tests that check the tables against the routes.
+    #[cfg(test)]
+    pub(crate) paths: Vec<String>,
+}
+
+impl Endpoints {
+    fn new() -> Self {
+        Self {
+            router: Router::new(),
+            guards: Vec::new(),
+            #[cfg(test)]
+            paths: Vec::new(),
+        }
+    }
+
+    /// A route with the table's policy (or the guard of a prefix that covers it).
+    fn route(mut self, path: &str, method_router: MethodRouter<AppState>) -> Self {
+        #[cfg(test)]
+        self.paths.push(path.to_owned());
+        self.router = self.router.route(path, method_router);
+        self
+    }
+
+    /// A route with a fixed policy of its own.
+    fn guarded(mut self, path: &str, guard: Guard, method_router: MethodRouter<AppState>) -> Self {
+        self.guards.push(Guarded {
+            path: path.to_owned(),
+            prefix: false,
+            guard,
+        });
+        self.route(path, method_router)
+    }
+
+    /// A fixed policy for every path below `prefix` (pages, routes with parameters).
+    fn guard_prefix(mut self, prefix: &str, guard: Guard) -> Self {
+        self.guards.push(Guarded {
+            path: prefix.to_owned(),
+            prefix: true,
+            guard,
+        });
+        self
+    }
+
+    fn merge(mut self, other: Endpoints) -> Self {
+        self.router = self.router.merge(other.router);
+        self.guards.extend(other.guards);
+        #[cfg(test)]
+        self.paths.extend(other.paths);
+        self
+    }
+}
+
+/// Every endpoint of the server, with its guard.
+pub(crate) fn endpoints() -> Endpoints {
+    Endpoints::new()
+        .guarded("/healthz", Guard::Open, get(health::healthz))
+        .guarded("/readyz", Guard::Open, get(health::readyz))
+        .guarded(
+            "/metrics",
+            Guard::Open,
+            get(crate::metrics::metrics_endpoint),
+        )
+        // Forward-auth: the header form, and Envoy's form below it (`/auth/verify/` is `/`).
+        .guarded(verify::VERIFY_PATH, Guard::Open, any(verify::verify))
+        .guard_prefix("/auth/verify/", Guard::Open)
+        .route("/auth/verify/", any(verify::verify))
+        .route("/auth/verify/{*original}", any(verify::verify))
+        .guarded("/api/ping/", Guard::DefaultChainAllowAny, get(health::ping))
+        .route("/api/me/", get(me::me))
+        // DRF's `obtain_auth_token` and Simple JWT's views: open, with the default throttles.
+        .guarded(
+            "/api-token-auth/",
+            Guard::OpenThrottled,
+            post(tokens::obtain),
+        )
+        .guarded("/api/token/", Guard::OpenThrottled, post(jwt::obtain))
+        .guarded(
+            "/api/token/refresh/",
+            Guard::OpenThrottled,
+            post(jwt::refresh),
+        )
+        .guarded(
+            "/api/token/verify/",
+            Guard::OpenThrottled,
+            post(jwt::verify),
+        )
+        .guarded(
+            "/api/token/blacklist/",
+            Guard::OpenThrottled,
+            post(jwt::blacklist),
+        )
+        .guarded(
+            "/api/token/sliding/",
+            Guard::OpenThrottled,
+            post(jwt::sliding_obtain),
+        )
+        .guarded(
+            "/api/token/sliding/refresh/",
+            Guard::OpenThrottled,
+            post(jwt::sliding_refresh),
+        )
+        .guarded("/api/token/jwks/", Guard::OpenThrottled, get(jwt::jwks))
+        // Credential management: first-party credentials only (CONTRACT §3).
+        .guard_prefix("/api/tokens/", Guard::FirstParty)
+        .route("/api/tokens/", get(tokens::list).post(tokens::create))
+        .route("/api/tokens/{id}/", delete(tokens::revoke))
+        .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
+        .guarded("/api/auth/logout/", Guard::FirstParty, post(tokens::logout))
+        .guarded(
+            "/api/auth/logoutall/",
+            Guard::FirstParty,
+            post(tokens::logout_all),
+        )
+        .merge(session_routes())
+        .merge(oauth2_routes())
 }
 
 /// The HTTP routes.
 pub(crate) fn router(
     state: AppState,
+    routes: Router<AppState>,
     table: PolicyTable,
+    forward_auth: verify::ForwardAuth,
     client_ip: crate::client_ip::ClientIpRule,
 ) -> Router {
     let table = Arc::new(table);
@@ -438,32 +337,7 @@ pub(crate) fn router(
         header::COOKIE,
         header::PROXY_AUTHORIZATION,
     ];
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route(verify::VERIFY_PATH, axum::routing::any(verify::verify))
-        .route(
-            "/auth/verify/{*original}",
-            axum::routing::any(verify::verify),
-        )
-        .route("/metrics", get(crate::metrics::metrics_endpoint))
-        .route("/api/ping/", get(health::ping))
-        .route("/api/me/", get(me::me))
-        .route("/api-token-auth/", post(tokens::obtain))
-        .route("/api/tokens/", get(tokens::list).post(tokens::create))
-        .route("/api/tokens/{id}/", delete(tokens::revoke))
-        .route("/api/tokens/{id}/rotate/", post(tokens::rotate))
-        .route("/api/auth/logout/", post(tokens::logout))
-        .route("/api/auth/logoutall/", post(tokens::logout_all))
-        .route("/api/token/", post(jwt::obtain))
-        .route("/api/token/refresh/", post(jwt::refresh))
-        .route("/api/token/verify/", post(jwt::verify))
-        .route("/api/token/blacklist/", post(jwt::blacklist))
-        .route("/api/token/sliding/", post(jwt::sliding_obtain))
-        .route("/api/token/sliding/refresh/", post(jwt::sliding_refresh))
-        .route("/api/token/jwks/", get(jwt::jwks))
-        .merge(session_routes())
-        .merge(oauth2_routes())
+    routes
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|method: http::Method| async move {
             ApiError::MethodNotAllowed(method)
@@ -471,8 +345,9 @@ pub(crate) fn router(
         .with_state(state)
         // Inside authentication: who got through, by scheme.
         .layer(axum::middleware::from_fn(crate::metrics::record_identity))
-        // Forward-auth evaluates the same table for the original URI.
-        .layer(axum::Extension(table.clone()))
+        // Forward-auth evaluates its own table (the `[[route]]` entries and the default) for
+        // the original URI.
+        .layer(axum::Extension(Arc::new(forward_auth)))
         .layer(AuthLayer::from_shared(table))
         // Outside authentication: every answer, denials included.
         .layer(axum::middleware::from_fn(crate::metrics::record))
@@ -539,22 +414,30 @@ async fn shutdown_signal() {
 }
 
 /// Session login (CONTRACT §4) and the pages.
-fn session_routes() -> Router<AppState> {
+///
+/// Open in the server's table: session login and CSRF apply before anyone is authenticated,
+/// and the pages identify their visitor by the session cookie and check CSRF themselves
+/// (forms carry the token in the body). They take no other credential.
+fn session_routes() -> Endpoints {
     use crate::routes::pages::{account, admin, admin_apps, auth};
-    Router::new()
-        .route("/api/csrf/", get(session::csrf_token))
-        .route("/api/session/login/", post(session::login))
-        .route("/api/session/logout/", post(session::logout))
-        .route(
+    Endpoints::new()
+        .guarded("/api/csrf/", Guard::Open, get(session::csrf_token))
+        .guarded("/api/session/login/", Guard::Open, post(session::login))
+        .guarded("/api/session/logout/", Guard::Open, post(session::logout))
+        .guarded(
             "/api-auth/login/",
+            Guard::Open,
             get(auth::login_form).post(auth::login_submit),
         )
-        .route(
+        .guarded(
             "/api-auth/logout/",
+            Guard::Open,
             get(auth::logout_form).post(auth::logout_submit),
         )
-        .route("/static/restguard.css", get(pages::stylesheet))
-        .route("/static/account.js", get(pages::account_js))
+        .guarded("/static/restguard.css", Guard::Open, get(pages::stylesheet))
+        .guarded("/static/account.js", Guard::Open, get(pages::account_js))
+        .guard_prefix("/account/", Guard::Open)
+        .guard_prefix("/admin/", Guard::Open)
         .route("/account/", get(account::show))
         .route("/account/tokens/", post(account::create_token))
         .route("/account/tokens/{id}/rotate/", post(account::rotate_token))
@@ -577,12 +460,21 @@ fn session_routes() -> Router<AppState> {
         )
         .route("/admin/applications/{id}/delete/", post(admin_apps::delete))
         .route(
+            "/admin/applications/{id}/settings/",
+            post(admin_apps::update),
+        )
+        .route(
             "/admin/applications/{id}/rotate-secret/",
             post(admin_apps::rotate_secret),
         )
         .route("/admin/users/{id}/", get(admin::detail))
         .route("/admin/users/{id}/active/", post(admin::set_active))
         .route("/admin/users/{id}/password/", post(admin::reset_password))
+        .route("/admin/users/{id}/roles/", post(admin::set_roles))
+        .route(
+            "/admin/users/{id}/applications/{app}/revoke/",
+            post(admin::revoke_application),
+        )
         .route(
             "/admin/users/{id}/tokens/{token}/revoke/",
             post(admin::revoke_token),
@@ -594,15 +486,29 @@ fn session_routes() -> Router<AppState> {
 }
 
 /// The OAuth2 / OpenID Connect provider (CONTRACT §6).
-fn oauth2_routes() -> Router<AppState> {
-    Router::new()
+///
+/// Open in the server's table: the provider authenticates its clients itself (Basic carries
+/// client credentials there, not a user's). The token, revocation and introspection
+/// endpoints take the default throttles, as DRF views would.
+fn oauth2_routes() -> Endpoints {
+    Endpoints::new()
+        .guard_prefix("/o/", Guard::Open)
+        .guard_prefix("/.well-known/oauth-authorization-server", Guard::Open)
         .route(
             "/o/authorize/",
             get(oauth2::authorize_form).post(oauth2::authorize_submit),
         )
-        .route("/o/token/", post(oauth2::token))
-        .route("/o/revoke_token/", post(oauth2::revoke))
-        .route("/o/introspect/", post(oauth2::introspect))
+        .guarded("/o/token/", Guard::OpenThrottled, post(oauth2::token))
+        .guarded(
+            "/o/revoke_token/",
+            Guard::OpenThrottled,
+            post(oauth2::revoke),
+        )
+        .guarded(
+            "/o/introspect/",
+            Guard::OpenThrottled,
+            post(oauth2::introspect),
+        )
         .route("/o/userinfo/", get(oauth2::userinfo).post(oauth2::userinfo))
         .route("/o/.well-known/openid-configuration", get(oauth2::metadata))
         .route("/o/.well-known/jwks.json", get(oauth2::jwks))

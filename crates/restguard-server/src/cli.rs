@@ -269,7 +269,7 @@ impl Cli {
             }
             Command::App(command) => {
                 let stores = open(&config).await?.stores();
-                oauth_apps::app_command(&stores, command).await?;
+                oauth_apps::app_command(&config, &stores, command).await?;
             }
             Command::Keys(command) => {
                 let backend = open(&config).await?;

@@ -181,18 +181,29 @@ fn parse_entry(entry: &str) -> Option<IpAddr> {
         .map(canonical)
 }
 
+/// The client address for decisions about **access** (the `/metrics` allowlist): the socket's
+/// peer, or the address a peer inside `server.trusted_proxies` reports — never
+/// `throttle.num_proxies`' pick, which believes any peer's `X-Forwarded-For` (acceptable for
+/// counting requests, as DRF's `NUM_PROXIES` does, but a client could write an allowed address
+/// into the header).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VerifiedClientIp(pub(crate) IpAddr);
+
 /// Middleware: decides the client address once and records it as a
-/// [`restguard_axum::ClientIp`] for the throttles and handlers.
+/// [`restguard_axum::ClientIp`] for the throttles and handlers, and as a [`VerifiedClientIp`]
+/// for access checks.
 pub(crate) async fn client_ip(
     rule: Arc<ClientIpRule>,
     mut request: Request,
     next: Next,
 ) -> Response {
-    if *rule != ClientIpRule::Peer {
-        let peer = request
-            .extensions()
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = if *rule == ClientIpRule::Peer {
+        None
+    } else {
         let entries: Vec<&str> = request
             .headers()
             .get_all("x-forwarded-for")
@@ -200,11 +211,21 @@ pub(crate) async fn client_ip(
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .collect();
-        if let Some(ip) = rule.client(peer, &entries) {
-            request
-                .extensions_mut()
-                .insert(restguard_axum::ClientIp(ip));
-        }
+        rule.client(peer, &entries)
+    };
+    let verified = match *rule {
+        ClientIpRule::NumProxies(_) => peer,
+        ClientIpRule::Peer | ClientIpRule::Trusted(_) => client.or(peer),
+    };
+    if let Some(ip) = client {
+        request
+            .extensions_mut()
+            .insert(restguard_axum::ClientIp(ip));
+    }
+    if let Some(ip) = verified {
+        request
+            .extensions_mut()
+            .insert(VerifiedClientIp(canonical(ip)));
     }
     next.run(request).await
 }

@@ -33,6 +33,7 @@ pub(crate) struct Config {
     pub(crate) redis: RedisConfig,
     pub(crate) oauth2: OAuth2Config,
     pub(crate) metrics: MetricsConfig,
+    pub(crate) forward_auth: ForwardAuthConfig,
     #[serde(rename = "route")]
     pub(crate) routes: Vec<RouteConfig>,
 }
@@ -68,6 +69,27 @@ impl Default for ServerConfig {
             trusted_proxies: crate::client_ip::Networks::default(),
             secret_key_file: None,
             secret_key: None,
+        }
+    }
+}
+
+/// `[forward_auth]`: the one header pair that describes the original request to
+/// `GET /auth/verify` (CONTRACT §7). The proxy must set both itself (nginx:
+/// `proxy_set_header`, which replaces what the client sent).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct ForwardAuthConfig {
+    /// The original URI (path and query).
+    pub(crate) uri_header: String,
+    /// The original method.
+    pub(crate) method_header: String,
+}
+
+impl Default for ForwardAuthConfig {
+    fn default() -> Self {
+        Self {
+            uri_header: "X-Forwarded-Uri".into(),
+            method_header: "X-Forwarded-Method".into(),
         }
     }
 }
@@ -150,6 +172,8 @@ pub(crate) struct OAuth2Config {
     pub(crate) scopes: Vec<String>,
     /// Scopes granted when a request names none.
     pub(crate) default_scopes: Vec<String>,
+    /// How long access-token checks are cached in process.
+    pub(crate) cache_ttl: Seconds,
 }
 
 impl Default for OAuth2Config {
@@ -163,6 +187,7 @@ impl Default for OAuth2Config {
             allow_plain_pkce: d.allow_plain_pkce,
             scopes: d.scopes,
             default_scopes: d.default_scopes,
+            cache_ttl: Seconds(d.cache_ttl),
         }
     }
 }
@@ -201,6 +226,7 @@ impl OAuth2Config {
             allow_plain_pkce: self.allow_plain_pkce,
             scopes: self.scopes.clone(),
             default_scopes: self.default_scopes.clone(),
+            cache_ttl: self.cache_ttl.0,
         })
     }
 }

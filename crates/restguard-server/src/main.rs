@@ -9,6 +9,8 @@ mod client_ip;
 mod config;
 mod error;
 mod metrics;
+mod original_path;
+mod policy_tables;
 mod redact;
 mod routes;
 mod scaleout;

@@ -29,7 +29,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
-use restguard_axum::{Rejected, RequestIp};
+use restguard_axum::Rejected;
 use restguard_core::{
     error::{DenialKind, DenialReason},
     secret::SecretString,
@@ -37,7 +37,11 @@ use restguard_core::{
 };
 use subtle::ConstantTimeEq;
 
-use crate::{app::AppState, client_ip::Networks, error::ApiError};
+use crate::{
+    app::AppState,
+    client_ip::{Networks, VerifiedClientIp},
+    error::ApiError,
+};
 
 /// Latency histogram bounds, in seconds.
 const BUCKETS: [f64; 12] = [
@@ -299,7 +303,8 @@ pub(crate) async fn record_identity(request: Request, next: Next) -> Response {
 pub(crate) struct MetricsAccess {
     /// `false`: `/metrics` answers 404.
     pub(crate) enabled: bool,
-    /// Client addresses allowed (the client IP as `server.trusted_proxies` decides it).
+    /// Client addresses allowed (the client IP as `server.trusted_proxies` decides it, never
+    /// `throttle.num_proxies`: [`VerifiedClientIp`]).
     pub(crate) allow_from: Networks,
     /// When set, `Authorization: Bearer <token>` is required too.
     pub(crate) token: Option<SecretString>,
@@ -377,9 +382,10 @@ fn render(state: &AppState) -> String {
 /// `GET /metrics`.
 pub(crate) async fn metrics_endpoint(
     State(state): State<AppState>,
-    RequestIp(client): RequestIp,
+    client: Option<axum::Extension<VerifiedClientIp>>,
     headers: HeaderMap,
 ) -> Response {
+    let client = client.map(|axum::Extension(VerifiedClientIp(ip))| ip);
     if let Some(refused) = state.metrics_access.refusal(client, &headers) {
         return refused;
     }

@@ -221,3 +221,63 @@ async fn metrics_access_is_restricted() {
         );
     }
 }
+
+/// `throttle.num_proxies` believes any peer's `X-Forwarded-For` (DRF's `NUM_PROXIES`, for
+/// throttles only). The `/metrics` allowlist must not: a client writing an allowed address
+/// into the header would pass. Only `server.trusted_proxies` moves the address it checks.
+#[tokio::test]
+async fn metrics_allowlist_ignores_num_proxies() {
+    let forbidden = json!({
+        "detail": "You do not have permission to perform this action.",
+        "code": "permission_denied",
+    });
+    let allowed = "198.51.100.7";
+    let server = Server::start_with_env(&[
+        ("RESTGUARD_THROTTLE__NUM_PROXIES", "1"),
+        ("RESTGUARD_METRICS__ALLOW_FROM", allowed),
+    ]);
+    let spoofed = server
+        .client
+        .get(server.url("/metrics"))
+        .header("X-Forwarded-For", allowed)
+        .send()
+        .await
+        .expect("request");
+    common::Reply::read(spoofed)
+        .await
+        .assert(403, None, &forbidden);
+    // The loopback default and a client that writes someone else's address: the socket
+    // peer (loopback) decides, not the header.
+    let server = Server::start_with_env(&[("RESTGUARD_THROTTLE__NUM_PROXIES", "1")]);
+    let reply = server
+        .client
+        .get(server.url("/metrics"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(reply.status(), 200);
+    // A trusted proxy (loopback here) does speak for its client.
+    let server = Server::start_with_env(&[
+        ("RESTGUARD_SERVER__TRUSTED_PROXIES", "127.0.0.1"),
+        ("RESTGUARD_METRICS__ALLOW_FROM", allowed),
+    ]);
+    let relayed = server
+        .client
+        .get(server.url("/metrics"))
+        .header("X-Forwarded-For", allowed)
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(relayed.status(), 200);
+    let refused = server
+        .client
+        .get(server.url("/metrics"))
+        .header("X-Forwarded-For", "203.0.113.9")
+        .send()
+        .await
+        .expect("request");
+    common::Reply::read(refused)
+        .await
+        .assert(403, None, &forbidden);
+}

@@ -838,7 +838,7 @@ async fn password_grant_when_enabled_is_throttled() {
 async fn rp_initiated_logout_confirms_then_redirects_to_registered_uris_only() {
     let server = server_with(&[]);
     server.create_user("alice", PASSWORD);
-    let web = web_app(&server, &[]);
+    let web = web_app(&server, &["--post-logout-redirect-uri", REDIRECT]);
     let browser = login(&server, "alice", PASSWORD).await;
     let query = encode(&[
         ("client_id".to_owned(), web.id.clone()),
@@ -879,7 +879,7 @@ async fn rp_initiated_logout_confirms_then_redirects_to_registered_uris_only() {
     assert_eq!(location(&r), format!("{REDIRECT}?state=bye"));
     assert_eq!(browser.me(&server).await.status, 401, "the session ended");
 
-    // An unregistered post-logout URI is never followed.
+    // An unregistered post-logout URI is never followed: a 400 page, not even a confirmation.
     let browser = login(&server, "alice", PASSWORD).await;
     let query = encode(&[
         ("client_id".to_owned(), web.id.clone()),
@@ -897,21 +897,28 @@ async fn rp_initiated_logout_confirms_then_redirects_to_registered_uris_only() {
         Body::None,
     )
     .await;
-    let form = hidden_inputs(&page.text);
-    let r = session_support::send(
-        &server,
-        Method::POST,
-        "/o/logout/",
-        &browser.cookies(),
-        &[],
-        Body::Raw(
-            "application/x-www-form-urlencoded",
-            encode(&form).into_bytes(),
-        ),
-    )
-    .await;
-    assert_eq!(r.status, 302);
+    assert_eq!(page.status, 400, "{page:?}");
+    assert!(page.text.contains(
+        "<p id=\"error-message\">The post_logout_redirect_uri is not registered for this client.</p>"
+    ));
+    assert!(page.headers.get("location").is_none());
+    assert_eq!(browser.me(&server).await.status, 200);
+    // Without a post-logout URI: signed out, then the sign-in page.
+    let form = vec![("client_id".to_owned(), web.id.clone())];
+    let r = browser
+        .send(
+            &server,
+            Method::POST,
+            "/o/logout/",
+            Body::Raw(
+                "application/x-www-form-urlencoded",
+                encode(&form).into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(r.status, 302, "{r:?}");
     assert_eq!(location(&r), "/api-auth/login/");
+    assert_eq!(browser.me(&server).await.status, 401);
     // Without the CSRF token: 403, still signed in.
     let browser = login(&server, "alice", PASSWORD).await;
     let r = session_support::send(
@@ -1091,7 +1098,77 @@ async fn cli_app_commands() {
     let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("json");
     assert_eq!(v["algorithm"], "EdDSA");
     assert_eq!(v["redirect_uris"], json!([REDIRECT]));
+    assert_eq!(v["post_logout_redirect_uris"], json!([]));
     assert!(!show.stdout.contains("secret"));
+    // Post-logout URIs: registered, replaced, removed; scopes replaced.
+    let update = |args: &[&str]| {
+        let mut all = vec!["app", "update", public.id.as_str()];
+        all.extend_from_slice(args);
+        server.cli(&all, None)
+    };
+    let out = update(&[
+        "--post-logout-redirect-uri",
+        "https://spa.example/bye",
+        "--post-logout-redirect-uri",
+        "com.example.app:/bye",
+        "--scopes",
+        "openid read",
+    ]);
+    out.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(
+        v["post_logout_redirect_uris"],
+        json!(["https://spa.example/bye", "com.example.app:/bye"])
+    );
+    assert_eq!(v["allowed_scopes"], json!(["openid", "read"]));
+    assert_eq!(v["redirect_uris"], json!([REDIRECT]), "untouched");
+    let out = update(&["--no-post-logout-redirect-uris"]);
+    out.assert_ok();
+    let v: serde_json::Value = serde_json::from_str(out.stdout.trim()).expect("json");
+    assert_eq!(v["post_logout_redirect_uris"], json!([]));
+    assert_eq!(v["allowed_scopes"], json!(["openid", "read"]), "untouched");
+    assert_eq!(
+        update(&[]).assert_one_line_error(),
+        "error: nothing to change: give --post-logout-redirect-uri, --no-post-logout-redirect-uris or --scopes"
+    );
+    assert_eq!(
+        update(&["--post-logout-redirect-uri", "javascript:alert(1)"]).assert_one_line_error(),
+        "error: --post-logout-redirect-uri \"javascript:alert(1)\": scheme javascript is not allowed"
+    );
+    assert_eq!(
+        server
+            .cli(&["app", "update", "nope", "--scopes", "read"], None)
+            .assert_one_line_error(),
+        "error: no application with client_id \"nope\""
+    );
+    let created = server.cli(
+        &[
+            "app",
+            "create",
+            "--name",
+            "Web",
+            "--client-type",
+            "public",
+            "--grant",
+            "authorization-code",
+            "--redirect-uri",
+            REDIRECT,
+            "--post-logout-redirect-uri",
+            "https://web.example/bye",
+        ],
+        None,
+    );
+    created.assert_ok();
+    let id: serde_json::Value = serde_json::from_str(created.stdout.trim()).expect("json");
+    let show = server.cli(
+        &["app", "show", id["client_id"].as_str().expect("client_id")],
+        None,
+    );
+    let v: serde_json::Value = serde_json::from_str(show.stdout.trim()).expect("json");
+    assert_eq!(
+        v["post_logout_redirect_uris"],
+        json!(["https://web.example/bye"])
+    );
     let rotated = server.cli(&["app", "rotate-secret", &conf.id], None);
     rotated.assert_ok();
     let v: serde_json::Value = serde_json::from_str(rotated.stdout.trim()).expect("json");

@@ -344,6 +344,148 @@ async fn with_redis_revocations_reach_other_instances_at_once() {
     );
 }
 
+/// `POST /o/revoke_token/` on `server` as `client` (`Basic` credentials): 200.
+async fn revoke_oauth_token(server: &Server, client: &str, token: &str) {
+    let reply = server
+        .request(
+            Method::POST,
+            "/o/revoke_token/",
+            Some(client),
+            Body::Raw(
+                "application/x-www-form-urlencoded",
+                format!("token={token}").into_bytes(),
+            ),
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_redis_oauth2_revocations_reach_other_instances_at_once() {
+    let Some(schema) = scratch("redis_oauth2_invalidations").await else {
+        return;
+    };
+    let Some(redis) = service_url(REDIS_URL_VAR, "redis_oauth2_invalidations") else {
+        return;
+    };
+    let guard = RedisPrefix::new(&redis);
+    let url = schema.url().to_owned();
+    let env = vec![
+        ("RESTGUARD_REDIS__URL", redis.as_str()),
+        ("RESTGUARD_REDIS__KEY_PREFIX", guard.prefix()),
+        ("RESTGUARD_OAUTH2__PASSWORD_GRANT", "true"),
+        // Cached for a minute: only the invalidation bus can make a change visible sooner.
+        ("RESTGUARD_OAUTH2__CACHE_TTL", "60s"),
+    ];
+    let a = pg_server(&url, &env);
+    let b = pg_server(&url, &env);
+    create_user(&a, &url, "alice", "pw-alice-123");
+    let app = cli(
+        a.dir(),
+        &url,
+        &[
+            "app",
+            "create",
+            "--name",
+            "Legacy",
+            "--client-type",
+            "confidential",
+            "--grant",
+            "password",
+        ],
+        None,
+    );
+    app.assert_ok();
+    let app: serde_json::Value = serde_json::from_str(app.stdout.trim()).expect("JSON");
+    let client = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!(
+                "{}:{}",
+                app["client_id"].as_str().expect("id"),
+                app["client_secret"].as_str().expect("secret")
+            )
+        )
+    );
+    let password_grant = || async {
+        let grant = a
+            .request(
+                Method::POST,
+                "/o/token/",
+                Some(&client),
+                Body::Raw(
+                    "application/x-www-form-urlencoded",
+                    b"grant_type=password&username=alice&password=pw-alice-123".to_vec(),
+                ),
+            )
+            .await;
+        assert_eq!(grant.status, 200, "{grant:?}");
+        grant.json["access_token"]
+            .as_str()
+            .expect("access")
+            .to_owned()
+    };
+    let invalid =
+        json!({"detail": "The access token is invalid.", "code": "authentication_failed"});
+
+    // B checks (and caches) the token, A revokes it: B refuses it at once.
+    let access = password_grant().await;
+    let bearer = format!("Bearer {access}");
+    assert_eq!(b.get("/api/me/", Some(&bearer)).await.status, 200);
+    revoke_oauth_token(&a, &client, &access).await;
+    let took = within(AT_ONCE, "OAuth2 revocation reaches B", || async {
+        b.get("/api/me/", Some(&bearer)).await.status == 401
+    })
+    .await;
+    eprintln!("OAuth2 revocation reached B after {took:?} (cache lifetime 60 s)");
+    b.get("/api/me/", Some(&bearer))
+        .await
+        .assert(401, Some("Token"), &invalid);
+
+    // The user revokes the application on A's account page.
+    let access = password_grant().await;
+    let bearer = format!("Bearer {access}");
+    assert_eq!(b.get("/api/me/", Some(&bearer)).await.status, 200);
+    let browser = login(&a, "alice", "pw-alice-123").await;
+    // The revoke form's action, as the account page shows it.
+    let page = browser.send(&a, Method::GET, "/account/", Body::None).await;
+    let marker = "action=\"/account/applications/";
+    let start = page.text.find(marker).expect("the application is listed") + marker.len();
+    let app_id: String = page.text[start..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect();
+    let out = browser
+        .send(
+            &a,
+            Method::POST,
+            &format!("/account/applications/{app_id}/revoke/"),
+            Body::Form(vec![]),
+        )
+        .await;
+    assert_eq!(out.status, 303, "{out:?}");
+    within(AT_ONCE, "grant revocation reaches B", || async {
+        b.get("/api/me/", Some(&bearer)).await.status == 401
+    })
+    .await;
+
+    // A deactivation with the CLI (announced on the bus) ends the cached token everywhere.
+    let access = password_grant().await;
+    let bearer = format!("Bearer {access}");
+    for server in [&a, &b] {
+        assert_eq!(server.get("/api/me/", Some(&bearer)).await.status, 200);
+    }
+    let mut cli_env = vec![("RESTGUARD_DATABASE__URL", url.as_str()), SHARED_KEK];
+    cli_env.extend_from_slice(&env);
+    cli_in(a.dir(), &["user", "deactivate", "alice"], None, &cli_env).assert_ok();
+    within(AT_ONCE, "deactivation reaches A and B", || async {
+        a.get("/api/me/", Some(&bearer)).await.status == 401
+            && b.get("/api/me/", Some(&bearer)).await.status == 401
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_redis_down_revocations_fall_back_to_the_cache_lifetime() {
     let Some(schema) = scratch("redis_down_invalidations").await else {

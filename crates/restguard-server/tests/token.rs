@@ -904,17 +904,18 @@ async fn logout_and_logoutall() {
         );
     }
 
-    // Basic is not accepted on the token-only logout routes.
+    // logout ends the presenting API token; Basic presents none (knox's answer: no
+    // credentials). logoutall takes any first-party credential (below).
+    server
+        .request(
+            Method::POST,
+            "/api/auth/logout/",
+            Some(&basic("alice", "alice password")),
+            Body::None,
+        )
+        .await
+        .assert(401, CHALLENGE, &not_authenticated());
     for path in ["/api/auth/logout/", "/api/auth/logoutall/"] {
-        server
-            .request(
-                Method::POST,
-                path,
-                Some(&basic("alice", "alice password")),
-                Body::None,
-            )
-            .await
-            .assert(401, CHALLENGE, &not_authenticated());
         server
             .request(Method::POST, path, None, Body::None)
             .await
@@ -975,6 +976,17 @@ async fn logout_and_logoutall() {
         .get("/api/me/", Some(&basic("alice", "alice password")))
         .await
         .assert(200, None, &me_body(alice, "alice", "basic"));
+    // logoutall with Basic (a first-party credential): bob's tokens go too.
+    server
+        .request(
+            Method::POST,
+            "/api/auth/logoutall/",
+            Some(&basic("bob", "bob password")),
+            Body::None,
+        )
+        .await
+        .assert_no_content();
+    assert_eq!(server.sql("SELECT count(*) FROM api_tokens;"), "0");
 }
 
 #[tokio::test]

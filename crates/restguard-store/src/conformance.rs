@@ -31,8 +31,8 @@ use time::{macros::datetime, Duration, OffsetDateTime};
 
 pub use restguard_core::store::StoreError;
 use restguard_core::store::{
-    ApplicationId, AuthorizationCode, ClientType, CodeUse, NewApplication, NewOAuthToken,
-    OAuthRefreshUse, OAuthStore, OAuthTokenKind,
+    ApplicationId, ApplicationUpdate, AuthorizationCode, ClientType, CodeUse, NewApplication,
+    NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthTokenKind,
 };
 use restguard_core::store::{NewSession, SessionId, SessionStore};
 use restguard_core::{
@@ -131,6 +131,7 @@ macro_rules! conformance_suite {
             delete_user_removes_sessions,
             session_timestamps_compare_with_credentials_change,
             oauth_application_create_lookup_delete,
+            oauth_application_update,
             oauth_code_consumed_once,
             oauth_code_consume_concurrent_exactly_one,
             oauth_tokens_lookup_and_revoke,
@@ -1583,6 +1584,7 @@ fn new_app(client_id: &str) -> NewApplication {
             "https://app.example/cb".into(),
             "http://127.0.0.1/cb".into(),
         ],
+        post_logout_redirect_uris: vec!["https://app.example/signed-out".into()],
         allowed_scopes: vec!["read".into(), "openid".into()],
         skip_authorization: false,
         algorithm: "RS256".into(),
@@ -1642,6 +1644,10 @@ pub async fn oauth_application_create_lookup_delete<S: Backend>(
         vec!["https://app.example/cb", "http://127.0.0.1/cb"]
     );
     assert_eq!(app.grant_types.len(), 2);
+    assert_eq!(
+        app.post_logout_redirect_uris,
+        vec!["https://app.example/signed-out"]
+    );
     assert_eq!(app.allowed_scopes, vec!["read", "openid"]);
     assert_eq!(app.created, T0);
     assert_eq!(
@@ -1679,6 +1685,68 @@ pub async fn oauth_application_create_lookup_delete<S: Backend>(
     assert!(store.delete_application("client-a").await?);
     assert!(!store.delete_application("client-a").await?);
     assert_eq!(store.applications().await?, vec![b]);
+    Ok(())
+}
+
+/// `update_application` changes only the fields it names, keeps the rest (secret included)
+/// and the application's tokens; an unknown `client_id` is `None`.
+pub async fn oauth_application_update<S: Backend>(store: Arc<S>) -> Result<(), StoreError> {
+    let alice = store.create_user(new_user("alice")).await?;
+    let app = store.create_application(new_app("c")).await?;
+    let other = store.create_application(new_app("d")).await?;
+    store
+        .create_oauth_tokens(vec![new_oauth_token(
+            OAuthTokenKind::Access,
+            1,
+            app.id,
+            Some(alice.id),
+            "f1",
+        )])
+        .await?;
+    let uris = vec![
+        "https://app.example/bye".to_owned(),
+        "https://app.example/bye?again=1".to_owned(),
+    ];
+    let updated = store
+        .update_application(
+            "c",
+            ApplicationUpdate {
+                post_logout_redirect_uris: Some(uris.clone()),
+                allowed_scopes: None,
+            },
+        )
+        .await?
+        .expect("exists");
+    assert_eq!(updated.post_logout_redirect_uris, uris);
+    assert_eq!(updated.allowed_scopes, app.allowed_scopes);
+    assert_eq!(updated.secret_digest, app.secret_digest);
+    assert_eq!(updated.redirect_uris, app.redirect_uris);
+    assert_eq!(store.application_by_client_id("c").await?, Some(updated));
+    let updated = store
+        .update_application(
+            "c",
+            ApplicationUpdate {
+                post_logout_redirect_uris: Some(Vec::new()),
+                allowed_scopes: Some(vec!["read".into(), "introspection".into()]),
+            },
+        )
+        .await?
+        .expect("exists");
+    assert!(updated.post_logout_redirect_uris.is_empty());
+    assert_eq!(updated.allowed_scopes, vec!["read", "introspection"]);
+    assert_eq!(
+        store.application_by_client_id("d").await?,
+        Some(other),
+        "another application is untouched"
+    );
+    assert_eq!(
+        store
+            .update_application("nope", ApplicationUpdate::default())
+            .await?,
+        None
+    );
+    let (token, _) = store.oauth_token_by_digest(&digest(1)).await?.expect("t1");
+    assert!(token.is_live(at(10)));
     Ok(())
 }
 
@@ -2072,7 +2140,7 @@ pub async fn oauth_rotate_refresh_concurrent_exactly_one<S: Backend>(
 }
 
 /// The account page's list: applications with live user tokens; revoking one application's
-/// authorization revokes only its tokens of that user.
+/// authorization revokes only its tokens of that user and deletes only that user's codes for it.
 pub async fn oauth_authorized_applications_and_revoke<S: Backend>(
     store: Arc<S>,
 ) -> Result<(), StoreError> {
@@ -2097,12 +2165,27 @@ pub async fn oauth_authorized_applications_and_revoke<S: Backend>(
         .authorized_applications(alice.id, at(4000))
         .await?
         .is_empty());
-    assert_eq!(store.revoke_authorization(alice.id, a.id, at(20)).await?, 1);
+    // Pending codes: alice's for `a` end with the authorization; the others stay.
+    store.create_code(new_code(a.id, alice.id, 11)).await?;
+    store.create_code(new_code(a.id, bob.id, 12)).await?;
+    store.create_code(new_code(b.id, alice.id, 13)).await?;
+    assert_eq!(store.revoke_authorization(alice.id, a.id, at(20)).await?, 2);
     let listed = store.authorized_applications(alice.id, at(21)).await?;
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0].application.id, b.id);
     let (bobs, _) = store.oauth_token_by_digest(&digest(3)).await?.expect("t3");
     assert!(bobs.revoked_at.is_none());
+    assert_eq!(store.code_by_digest(&digest(11)).await?, None);
+    assert!(matches!(
+        store
+            .consume_code(&digest(11), &FamilyId("f9".into()), Vec::new(), at(21))
+            .await?,
+        CodeUse::Unknown
+    ));
+    assert!(store.code_by_digest(&digest(12)).await?.is_some());
+    assert!(store.code_by_digest(&digest(13)).await?.is_some());
+    // Nothing left: 0.
+    assert_eq!(store.revoke_authorization(alice.id, a.id, at(22)).await?, 0);
     Ok(())
 }
 

@@ -14,11 +14,12 @@ use async_trait::async_trait;
 use restguard_core::{
     identity::{User, UserId},
     store::{
-        ApiToken, Application, ApplicationId, AuthorizationCode, AuthorizedApplication, CodeUse,
-        FamilyId, JwtStore, NewApiToken, NewApplication, NewOAuthToken, NewRefreshToken,
-        NewSession, NewUser, OAuthRefreshUse, OAuthStore, OAuthToken, RefreshToken, RefreshUse,
-        SecretDigest, SecretStore, SessionId, SessionRecord, SessionStore, SigningKey,
-        SigningKeyStore, StoreError, StoreHealth, TokenId, TokenStore, UserStore,
+        ApiToken, Application, ApplicationId, ApplicationUpdate, AuthorizationCode,
+        AuthorizedApplication, CodeUse, FamilyId, JwtStore, NewApiToken, NewApplication,
+        NewOAuthToken, NewRefreshToken, NewSession, NewUser, OAuthRefreshUse, OAuthStore,
+        OAuthToken, RefreshToken, RefreshUse, SecretDigest, SecretStore, SessionId, SessionRecord,
+        SessionStore, SigningKey, SigningKeyStore, StoreError, StoreHealth, TokenId, TokenStore,
+        UserStore,
     },
 };
 use restguard_store::{
@@ -299,6 +300,13 @@ impl OAuthStore for Split {
         secret_digest: Option<SecretDigest>,
     ) -> Result<bool, StoreError> {
         self.base.set_client_secret(client_id, secret_digest).await
+    }
+    async fn update_application(
+        &self,
+        client_id: &str,
+        update: ApplicationUpdate,
+    ) -> Result<Option<Application>, StoreError> {
+        self.base.update_application(client_id, update).await
     }
     async fn delete_application(&self, client_id: &str) -> Result<bool, StoreError> {
         self.base.delete_application(client_id).await

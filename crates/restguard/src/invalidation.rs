@@ -18,14 +18,40 @@ use time::OffsetDateTime;
 /// At most one outage warning per this many seconds (per process).
 const WARN_EVERY_SECONDS: i64 = 10;
 
-/// The bus a service publishes to, once attached.
+/// The bus a service publishes to, once attached (the token, session and JWT services here,
+/// the OAuth2 provider in `restguard-oauth2`).
+///
+/// ```
+/// use std::sync::Arc;
+/// use restguard::invalidation::BusLink;
+/// use restguard_core::invalidation::{Invalidation, InvalidationBus};
+///
+/// struct Cache;
+/// impl Cache {
+///     fn drop_cached(&self, _event: Invalidation) {}
+/// }
+/// # async fn f(bus: Arc<dyn InvalidationBus>) {
+/// let link = BusLink::default();
+/// let cache = Arc::new(Cache);
+/// link.attach(bus, &cache, Cache::drop_cached);
+/// link.publish(Invalidation::All).await;
+/// # }
+/// ```
 #[derive(Default)]
-pub(crate) struct BusLink(OnceLock<Arc<dyn InvalidationBus>>);
+pub struct BusLink(OnceLock<Arc<dyn InvalidationBus>>);
+
+impl std::fmt::Debug for BusLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BusLink")
+            .field("attached", &self.0.get().is_some())
+            .finish()
+    }
+}
 
 impl BusLink {
     /// Attaches `bus` (the first one wins) and has it call `drop_cached` on `owner` for every
     /// event, for as long as `owner` lives (the bus holds only a weak reference).
-    pub(crate) fn attach<T: Send + Sync + 'static>(
+    pub fn attach<T: Send + Sync + 'static>(
         &self,
         bus: Arc<dyn InvalidationBus>,
         owner: &Arc<T>,
@@ -41,8 +67,9 @@ impl BusLink {
         }
     }
 
-    /// Tells the other instances; logs when the bus is unreachable.
-    pub(crate) async fn publish(&self, event: Invalidation) {
+    /// Tells the other instances (and this one's subscribers); logs when the bus is
+    /// unreachable. Does nothing before [`attach`](Self::attach).
+    pub async fn publish(&self, event: Invalidation) {
         let Some(bus) = self.0.get() else {
             return;
         };

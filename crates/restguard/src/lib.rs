@@ -40,7 +40,7 @@
 pub mod basic;
 pub mod csrf;
 pub mod digest;
-mod invalidation;
+pub mod invalidation;
 pub mod jwt;
 pub mod password;
 pub mod sealing;

@@ -338,42 +338,82 @@ pub(crate) async fn authorize_submit(
     approve(&state.oauth, &authorize, &form.visitor).await
 }
 
-/// Where RP-initiated logout may send the browser: a registered redirect URI of the client
-/// named by `client_id` or the id_token hint's audience.
+/// RP-initiated logout's refusals (a 400 page each, never a redirect).
+const LOGOUT_MALFORMED: &str = "The logout request is malformed.";
+const LOGOUT_BAD_HINT: &str = "The id_token_hint is not valid.";
+const LOGOUT_CLIENT_MISMATCH: &str = "The client_id does not match the id_token_hint.";
+const LOGOUT_UNREGISTERED: &str = "The post_logout_redirect_uri is not registered for this client.";
+/// Longest `state` echoed back to the client (as at the authorize endpoint).
+const LOGOUT_STATE_MAX: usize = 2048;
+
+/// The client an RP-initiated logout names, and where it may send the browser afterwards.
+struct LogoutTarget {
+    app_name: Option<String>,
+    redirect: Option<String>,
+}
+
+/// Checks a logout request (OIDC RP-Initiated Logout 1.0; CONTRACT §6): an `id_token_hint`
+/// must verify (signature, issuer; expiry ignored) before it names the client; a `client_id`
+/// beside it must be one of its audiences; a `post_logout_redirect_uri` must be one of that
+/// client's registered post-logout URIs, compared exactly. Anything else is a 400 page.
 async fn post_logout_target(
     state: &AppState,
     pairs: &[(String, String)],
-) -> Result<(Option<String>, Option<String>), PageError> {
-    let get = |name: &str| {
-        pairs
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
+) -> Result<LogoutTarget, PageError> {
+    let bad = |message: &str| PageError::BadRequest(message.to_owned());
+    let params = Params::from_pairs(pairs.to_vec()).map_err(|_| bad(LOGOUT_MALFORMED))?;
+    let hint = match params.get("id_token_hint") {
+        None => None,
+        Some(hint) => match state.oauth.verify_id_token_hint(hint) {
+            Ok(verified) => Some(verified),
+            Err(reason) => {
+                tracing::info!(%reason, "logout: id_token_hint refused");
+                return Err(bad(LOGOUT_BAD_HINT));
+            }
+        },
     };
-    let client_id = get("client_id")
-        .or_else(|| get("id_token_hint").and_then(|t| Provider::id_token_audience(&t)));
-    let Some(client_id) = client_id else {
-        return Ok((None, None));
+    let client_id = match (params.get("client_id"), &hint) {
+        (Some(id), Some(hint)) if !hint.audiences.iter().any(|a| a == id) => {
+            return Err(bad(LOGOUT_CLIENT_MISMATCH))
+        }
+        (Some(id), _) => Some(id.to_owned()),
+        // A hint for several clients names none of them.
+        (None, Some(hint)) => match hint.audiences.as_slice() {
+            [only] => Some(only.clone()),
+            _ => None,
+        },
+        (None, None) => None,
     };
-    let Some(app) = state
-        .oauth
-        .store()
-        .application_by_client_id(&client_id)
-        .await?
-    else {
-        return Ok((None, None));
+    let app = match client_id {
+        Some(id) if id.len() <= restguard_oauth2::provider::MAX_TOKEN_LEN => {
+            state.oauth.store().application_by_client_id(&id).await?
+        }
+        _ => None,
     };
-    let target = get("post_logout_redirect_uri")
-        .filter(|uri| app.redirect_uris.iter().any(|r| r == uri))
-        .map(|uri| {
-            let mut url = url::Url::parse(&uri).ok()?;
-            if let Some(state) = get("state") {
-                url.query_pairs_mut().append_pair("state", &state);
+    let logout_state = params.get("state");
+    if logout_state.is_some_and(|s| s.len() > LOGOUT_STATE_MAX) {
+        return Err(bad(LOGOUT_MALFORMED));
+    }
+    let redirect = match params.get("post_logout_redirect_uri") {
+        None => None,
+        Some(uri) => {
+            let registered = app
+                .as_ref()
+                .is_some_and(|a| a.post_logout_redirect_uris.iter().any(|r| r == uri));
+            let mut url = match url::Url::parse(uri) {
+                Ok(url) if registered => url,
+                _ => return Err(bad(LOGOUT_UNREGISTERED)),
+            };
+            if let Some(logout_state) = logout_state {
+                url.query_pairs_mut().append_pair("state", logout_state);
             }
             Some(url.to_string())
-        })
-        .and_then(|x| x);
-    Ok((Some(app.name), target))
+        }
+    };
+    Ok(LogoutTarget {
+        app_name: app.map(|a| a.name),
+        redirect,
+    })
 }
 
 /// `GET /o/logout/`: RP-initiated logout asks for confirmation (a GET never signs out).
@@ -383,8 +423,11 @@ pub(crate) async fn logout_form(
     headers: HeaderMap,
 ) -> PageResult {
     let pairs = query_pairs(&uri)?;
+    let LogoutTarget {
+        app_name,
+        redirect: target,
+    } = post_logout_target(&state, &pairs).await?;
     let visitor = Visitor::load(&state, &headers).await?;
-    let (app_name, target) = post_logout_target(&state, &pairs).await?;
     if visitor.session.is_none() {
         if let Some(target) = target {
             return Ok(redirect(StatusCode::FOUND, &target, Vec::new()));
@@ -407,7 +450,8 @@ pub(crate) async fn logout_form(
     Ok(response)
 }
 
-/// `POST /o/logout/`: ends the session, then back to the client's registered URI if given.
+/// `POST /o/logout/`: checks the request again, ends the session, then back to the client's
+/// registered post-logout URI if one was given.
 pub(crate) async fn logout_submit(State(state): State<AppState>, request: Request) -> PageResult {
     let form = CheckedForm::read(&state, request).await?;
     let mut pairs = Vec::new();
@@ -416,6 +460,8 @@ pub(crate) async fn logout_submit(State(state): State<AppState>, request: Reques
             pairs.push((k.clone(), v.clone()));
         }
     }
+    // Checked again (the form's hidden fields are the client's), before anything ends.
+    let target = post_logout_target(&state, &pairs).await?.redirect;
     if let Some(key) = state.sessions.cookie(&form.parts.headers) {
         state
             .sessions
@@ -424,7 +470,6 @@ pub(crate) async fn logout_submit(State(state): State<AppState>, request: Reques
             .map_err(PageError::from)?;
     }
     let clear = vec![state.sessions.clear_cookie_header()];
-    let (_, target) = post_logout_target(&state, &pairs).await?;
     Ok(redirect(
         StatusCode::FOUND,
         target.as_deref().unwrap_or("/api-auth/login/"),

@@ -3,13 +3,16 @@
 use std::time::Duration;
 
 use axum::{
-    extract::{Path, State},
-    http::StatusCode,
+    extract::{FromRequestParts, Path, State},
+    http::{request::Parts, StatusCode},
     Json,
 };
 use restguard::{password::Login, token::IssuedToken};
-use restguard_axum::{AuthenticatedUser, RequestIp};
-use restguard_core::store::{ApiToken, TokenId};
+use restguard_axum::{AuthenticatedUser, Rejected, RequestIp, RouteChallenge};
+use restguard_core::{
+    store::{ApiToken, TokenId},
+    AuthError, Denial, Scheme, UserId,
+};
 use serde_json::{json, Value};
 
 use crate::{
@@ -136,19 +139,56 @@ pub(crate) async fn rotate(
     Ok(NoStore((StatusCode::CREATED, Json(issued_json(&issued)))))
 }
 
-/// `POST /api/auth/logout/` — revokes the presenting token (knox).
+/// The API token that authenticated the request (knox's `request.auth`).
+///
+/// `/api/auth/logout/` runs the first-party chain (CONTRACT §3), so a JWT, Basic or session
+/// caller is authenticated there, but presents no API token to end. knox's logout view
+/// authenticates API tokens only; such a caller is answered as it would be: no credentials
+/// (401 with the route's challenge, `Token`). Sessions end at `/api/session/logout/`, JWT
+/// refresh tokens at `/api/token/blacklist/`.
+pub(crate) struct PresentedToken {
+    user: UserId,
+    token: TokenId,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for PresentedToken {
+    type Rejection = Rejected;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let AuthenticatedUser { user, auth } =
+            AuthenticatedUser::from_request_parts(parts, state).await?;
+        let token = match auth.scheme {
+            Scheme::Token => auth
+                .credential_id
+                .as_deref()
+                .and_then(|id| id.parse::<i64>().ok()),
+            _ => None,
+        };
+        match token {
+            Some(id) => Ok(Self {
+                user: user.id,
+                token: TokenId(id),
+            }),
+            None => {
+                let challenge = parts
+                    .extensions
+                    .get::<RouteChallenge>()
+                    .and_then(|c| c.0.clone());
+                Err(Rejected(Denial::new(
+                    AuthError::NotAuthenticated,
+                    challenge,
+                )))
+            }
+        }
+    }
+}
+
+/// `POST /api/auth/logout/` — revokes the presenting API token (knox).
 pub(crate) async fn logout(
     State(state): State<AppState>,
-    identity: AuthenticatedUser,
+    presented: PresentedToken,
 ) -> ApiResult<StatusCode> {
-    let id = identity
-        .auth
-        .credential_id
-        .as_deref()
-        .and_then(|id| id.parse::<i64>().ok())
-        .map(TokenId)
-        .ok_or(ApiError::NotFound)?;
-    state.tokens.revoke(identity.user.id, id).await?;
+    state.tokens.revoke(presented.user, presented.token).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -6,9 +6,9 @@ use async_trait::async_trait;
 use restguard_core::{
     identity::UserId,
     store::{
-        Application, ApplicationId, AuthorizationCode, AuthorizedApplication, CodeUse, FamilyId,
-        NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken, OAuthTokenKind,
-        SecretDigest, StoreError,
+        Application, ApplicationId, ApplicationUpdate, AuthorizationCode, AuthorizedApplication,
+        CodeUse, FamilyId, NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken,
+        OAuthTokenKind, SecretDigest, StoreError,
     },
     User,
 };
@@ -110,6 +110,7 @@ impl OAuthStore for MemoryStore {
             secret_digest: app.secret_digest,
             grant_types: app.grant_types,
             redirect_uris: app.redirect_uris,
+            post_logout_redirect_uris: app.post_logout_redirect_uris,
             allowed_scopes: app.allowed_scopes,
             skip_authorization: app.skip_authorization,
             algorithm: app.algorithm,
@@ -162,6 +163,29 @@ impl OAuthStore for MemoryStore {
             }
             None => Ok(false),
         }
+    }
+
+    async fn update_application(
+        &self,
+        client_id: &str,
+        update: ApplicationUpdate,
+    ) -> Result<Option<Application>, StoreError> {
+        let mut inner = self.lock();
+        let Some(app) = inner
+            .oauth
+            .apps
+            .values_mut()
+            .find(|a| a.client_id == client_id)
+        else {
+            return Ok(None);
+        };
+        if let Some(uris) = update.post_logout_redirect_uris {
+            app.post_logout_redirect_uris = uris;
+        }
+        if let Some(scopes) = update.allowed_scopes {
+            app.allowed_scopes = scopes;
+        }
+        Ok(Some(app.clone()))
     }
 
     async fn delete_application(&self, client_id: &str) -> Result<bool, StoreError> {
@@ -353,7 +377,12 @@ impl OAuthStore for MemoryStore {
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
         let mut inner = self.lock();
-        let mut n = 0;
+        let codes = inner.oauth.codes.len();
+        inner
+            .oauth
+            .codes
+            .retain(|_, c| !(c.user_id == user_id && c.application == application));
+        let mut n = (codes - inner.oauth.codes.len()) as u64;
         for t in inner.oauth.tokens.values_mut() {
             if t.user_id == Some(user_id) && t.application == application && t.revoked_at.is_none()
             {

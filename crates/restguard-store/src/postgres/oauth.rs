@@ -5,9 +5,9 @@ use async_trait::async_trait;
 use restguard_core::{
     identity::UserId,
     store::{
-        Application, ApplicationId, AuthorizationCode, AuthorizedApplication, ClientType, CodeUse,
-        FamilyId, NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore, OAuthToken,
-        OAuthTokenKind, SecretDigest, StoreError,
+        Application, ApplicationId, ApplicationUpdate, AuthorizationCode, AuthorizedApplication,
+        ClientType, CodeUse, FamilyId, NewApplication, NewOAuthToken, OAuthRefreshUse, OAuthStore,
+        OAuthToken, OAuthTokenKind, SecretDigest, StoreError,
     },
     User,
 };
@@ -24,9 +24,11 @@ const APP_COLUMNS: &str = "oauth_applications.id, oauth_applications.client_id, 
      oauth_applications.name, oauth_applications.client_type, oauth_applications.secret_digest, \
      oauth_applications.grant_types, oauth_applications.redirect_uris, \
      oauth_applications.allowed_scopes, oauth_applications.skip_authorization, \
-     oauth_applications.algorithm, oauth_applications.owner_id, oauth_applications.created";
+     oauth_applications.algorithm, oauth_applications.owner_id, oauth_applications.created, \
+     oauth_applications.post_logout_redirect_uris";
 const APP_RETURNING: &str = "id, client_id, name, client_type, secret_digest, grant_types, \
-     redirect_uris, allowed_scopes, skip_authorization, algorithm, owner_id, created";
+     redirect_uris, allowed_scopes, skip_authorization, algorithm, owner_id, created, \
+     post_logout_redirect_uris";
 const CODE_COLUMNS: &str = "digest, application_id, user_id, redirect_uri, scopes, \
      code_challenge, code_challenge_method, nonce, auth_time, created, expires_at, used_at, family";
 const OAUTH_TOKEN_COLUMNS: &str = "oauth_tokens.id, oauth_tokens.kind, oauth_tokens.digest, \
@@ -71,6 +73,7 @@ fn app_at(row: &PgRow, i: usize) -> Result<Application, StoreError> {
         algorithm: get(row, i + 9)?,
         owner: get::<Option<i64>>(row, i + 10)?.map(UserId),
         created: get_time(row, i + 11)?,
+        post_logout_redirect_uris: split(&get::<String>(row, i + 12)?),
     })
 }
 
@@ -156,7 +159,8 @@ impl OAuthStore for PostgresStore {
         let sql = format!(
             "INSERT INTO oauth_applications (client_id, name, client_type, secret_digest, \
              grant_types, redirect_uris, allowed_scopes, skip_authorization, algorithm, owner_id, \
-             created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {APP_RETURNING}"
+             created, post_logout_redirect_uris) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {APP_RETURNING}"
         );
         let row = sqlx::query(&sql)
             .bind(&app.client_id)
@@ -170,6 +174,7 @@ impl OAuthStore for PostgresStore {
             .bind(&app.algorithm)
             .bind(app.owner.map(|u| u.0))
             .bind(to_micros(app.created))
+            .bind(join(&app.post_logout_redirect_uris))
             .fetch_one(&self.pool)
             .await
             .map_err(|e| map_err(e, "application"))?;
@@ -228,6 +233,28 @@ impl OAuthStore for PostgresStore {
                 .await
                 .map_err(|e| map_err(e, "application"))?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn update_application(
+        &self,
+        client_id: &str,
+        update: ApplicationUpdate,
+    ) -> Result<Option<Application>, StoreError> {
+        let sql = format!(
+            "UPDATE oauth_applications \
+             SET post_logout_redirect_uris = COALESCE($1, post_logout_redirect_uris), \
+             allowed_scopes = COALESCE($2, allowed_scopes) \
+             WHERE client_id = $3 RETURNING {APP_RETURNING}"
+        );
+        sqlx::query(&sql)
+            .bind(update.post_logout_redirect_uris.as_deref().map(join))
+            .bind(update.allowed_scopes.as_deref().map(join))
+            .bind(client_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| map_err(e, "application"))?
+            .map(|row| app_at(&row, 0))
+            .transpose()
     }
 
     async fn delete_application(&self, client_id: &str) -> Result<bool, StoreError> {
@@ -457,8 +484,8 @@ impl OAuthStore for PostgresStore {
         let mut out: Vec<AuthorizedApplication> = Vec::new();
         for row in &rows {
             let app = app_at(row, 0)?;
-            let scopes = split(&get::<String>(row, 12)?);
-            let created = get_time(row, 13)?;
+            let scopes = split(&get::<String>(row, 13)?);
+            let created = get_time(row, 14)?;
             let entry = match out.last_mut() {
                 Some(last) if last.application.id == app.id => last,
                 _ => {
@@ -487,17 +514,32 @@ impl OAuthStore for PostgresStore {
         application: ApplicationId,
         at: OffsetDateTime,
     ) -> Result<u64, StoreError> {
-        let done = sqlx::query(
+        let mut tx = self
+            .pool
+            .begin()
+            .await
+            .map_err(|e| map_err(e, "oauth token"))?;
+        // Codes first: an exchange that consumed its code before this delete stored its
+        // tokens in the same transaction, so the update below finds and revokes them.
+        let codes =
+            sqlx::query("DELETE FROM oauth_codes WHERE user_id = $1 AND application_id = $2")
+                .bind(user_id.0)
+                .bind(application.0)
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| map_err(e, "authorization code"))?;
+        let tokens = sqlx::query(
             "UPDATE oauth_tokens SET revoked_at = $1 \
              WHERE user_id = $2 AND application_id = $3 AND revoked_at IS NULL",
         )
         .bind(to_micros(at))
         .bind(user_id.0)
         .bind(application.0)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(|e| map_err(e, "oauth token"))?;
-        Ok(done.rows_affected())
+        tx.commit().await.map_err(|e| map_err(e, "oauth token"))?;
+        Ok(codes.rows_affected() + tokens.rows_affected())
     }
 
     async fn delete_expired_oauth(&self, now: OffsetDateTime) -> Result<u64, StoreError> {

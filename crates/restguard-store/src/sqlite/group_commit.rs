@@ -535,6 +535,7 @@ mod tests {
                 secret_digest: None,
                 grant_types: vec!["client_credentials".into()],
                 redirect_uris: Vec::new(),
+                post_logout_redirect_uris: Vec::new(),
                 allowed_scopes: Vec::new(),
                 skip_authorization: false,
                 algorithm: "RS256".into(),

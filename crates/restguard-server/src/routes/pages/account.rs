@@ -37,7 +37,9 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "token-revoked" => "Token revoked: it no longer works.",
         "session-ended" => "Session ended.",
         "sessions-ended" => "All your other sessions have ended.",
-        "app-revoked" => "Access revoked: the application's tokens no longer work.",
+        "app-revoked" => {
+            "Access revoked: the application's tokens and pending codes no longer work."
+        }
         _ => return None,
     })
 }
@@ -66,24 +68,10 @@ async fn account_page(state: &AppState, visitor: Visitor, extra: Extra) -> PageR
         "sessions".into(),
         sessions_json(state, &sessions, user, Some(session.record.id)),
     );
-    let apps = state
-        .stores
-        .oauth
-        .authorized_applications(user.id, time::OffsetDateTime::now_utc())
-        .await?;
-    let apps: Vec<Value> = apps
-        .iter()
-        .map(|a| {
-            json!({
-                "id": a.application.id.0,
-                "client_id": a.application.client_id,
-                "name": a.application.name,
-                "scopes": a.scopes,
-                "last_issued": super::when(a.last_issued),
-            })
-        })
-        .collect();
-    context.insert("authorized_apps".into(), Value::Array(apps));
+    context.insert(
+        "authorized_apps".into(),
+        super::authorized_apps_json(state, user.id).await?,
+    );
     context.insert("notice".into(), json!(extra.notice));
     context.insert("error".into(), json!(extra.error));
     context.insert("new_key".into(), json!(extra.new_key));
@@ -351,7 +339,8 @@ pub(crate) async fn change_password(
     .await
 }
 
-/// `POST /account/applications/<id>/revoke/`: ends every token the user gave the application.
+/// `POST /account/applications/<id>/revoke/`: ends every token and pending code the user
+/// gave the application.
 pub(crate) async fn revoke_application(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -359,15 +348,9 @@ pub(crate) async fn revoke_application(
 ) -> PageResult {
     let (_, session) = signed_in(&state, request).await?;
     let id = restguard_core::store::ApplicationId(parse_id(&id)?);
-    let revoked = state
-        .stores
-        .oauth
-        .revoke_authorization(session.user.id, id, time::OffsetDateTime::now_utc())
-        .await?;
-    if revoked == 0 {
+    if !super::revoke_application_grant(&state, session.user.id, id).await? {
         return Err(PageError::NotFound);
     }
-    state.oauth.forget_cached();
     Ok(redirect(
         StatusCode::SEE_OTHER,
         "/account/?notice=app-revoked",

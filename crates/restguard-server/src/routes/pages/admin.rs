@@ -1,5 +1,6 @@
 //! `/admin/` (staff only): find and create users, deactivate / reactivate, reset passwords,
-//! see and revoke a user's tokens and sessions.
+//! change roles, see and revoke a user's tokens, sessions and OAuth2 grants. Who may do which
+//! of these to whom is [`super::admin_rights`]'s answer, asked by every handler.
 
 use axum::{
     extract::{Path, Query, Request, State},
@@ -8,7 +9,7 @@ use axum::{
 use restguard::session::ActiveSession;
 use restguard_core::{
     secret::SecretString,
-    store::{NewUser, SessionId, StoreError, TokenId},
+    store::{ApplicationId, NewUser, SessionId, StoreError, TokenId},
     User, UserId,
 };
 use serde::Deserialize;
@@ -16,8 +17,9 @@ use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
 
 use super::{
-    forget_user, password_problems, redirect, sessions_json, set_password, tokens_json, user_json,
-    CheckedForm, PageError, PageResult, Visitor,
+    admin_rights::{Admin, AdminAction, Rank, Refusal},
+    forget_user, password_problems, redirect, revoke_application_grant, sessions_json,
+    set_password, tokens_json, user_json, CheckedForm, PageError, PageResult, Visitor,
 };
 use crate::{app::AppState, routes::session::USERNAME_MAX};
 
@@ -38,17 +40,55 @@ fn notice_text(key: &str) -> Option<&'static str> {
         "password-set" => "Password set: the user's sessions and API tokens have ended.",
         "token-revoked" => "Token revoked.",
         "session-ended" => "Session ended.",
+        "roles-set" => "Role changed.",
+        "app-revoked" => {
+            "Access revoked: the application's tokens and pending codes no longer work."
+        }
         _ => return None,
     })
 }
 
-/// The staff visitor, or a redirect (anonymous) / 403 page (not staff).
-fn staff(visitor: &Visitor, next: &str) -> Result<ActiveSession, PageError> {
+/// The administrator's session, or a redirect (anonymous) / 403 page (not active staff).
+pub(crate) fn administrator(visitor: &Visitor, next: &str) -> Result<ActiveSession, PageError> {
     let session = visitor.require(next)?;
-    if !(session.user.is_staff || session.user.is_superuser) || !session.user.is_active {
-        return Err(PageError::Forbidden);
-    }
+    Admin::admit(&session.user).map_err(refused)?;
     Ok(session.clone())
+}
+
+/// The page for a refusal that is not about the visitor's own account.
+fn refused(refusal: Refusal) -> PageError {
+    match refusal {
+        Refusal::NotAdmin => PageError::Forbidden,
+        other => PageError::Refused(other.message()),
+    }
+}
+
+/// Whether `me` may do `action` to `user`.
+fn permit(me: &ActiveSession, action: AdminAction, user: &User) -> Result<(), Refusal> {
+    Admin::admit(&me.user)?.may(action, user)
+}
+
+/// Answers a refused action on `user`: about one's own account, the user page with the
+/// message (400); otherwise the 403 page.
+async fn refusal_page(
+    state: &AppState,
+    visitor: Visitor,
+    user: &User,
+    refusal: Refusal,
+) -> PageResult {
+    if !refusal.is_own_account() {
+        return Err(refused(refusal));
+    }
+    user_page(
+        state,
+        visitor,
+        StatusCode::BAD_REQUEST,
+        user,
+        None,
+        Some(refusal.message()),
+        Map::new(),
+    )
+    .await
 }
 
 /// The users page; `extra` holds `notice`, `error`, `form` (values to echo) and
@@ -88,7 +128,7 @@ pub(crate) async fn list(
     headers: HeaderMap,
 ) -> PageResult {
     let visitor = Visitor::load(&state, &headers).await?;
-    staff(&visitor, "/admin/")?;
+    administrator(&visitor, "/admin/")?;
     let notice = query.notice.as_deref().and_then(notice_text);
     users_page(
         &state,
@@ -100,14 +140,18 @@ pub(crate) async fn list(
     .await
 }
 
-/// `POST /admin/users/` (`username`, `email`, `password`, `is_staff`).
+/// `POST /admin/users/` (`username`, `email`, `password`, `is_staff`, `is_superuser`).
 pub(crate) async fn create(State(state): State<AppState>, request: Request) -> PageResult {
     let form = CheckedForm::read(&state, request).await?;
-    staff(&form.visitor, "/admin/")?;
+    let me = administrator(&form.visitor, "/admin/")?;
     let username = form.field("username").trim().to_owned();
     let email = form.field("email").trim().to_owned();
     let password = form.field("password");
     let is_staff = form.field("is_staff") == "on";
+    let is_superuser = form.field("is_superuser") == "on";
+    Admin::admit(&me.user)
+        .and_then(|admin| admin.may_create(Rank::from_flags(is_staff, is_superuser)))
+        .map_err(refused)?;
     let mut errors = Map::new();
     if username.is_empty() {
         errors.insert("username".into(), json!(["This field is required."]));
@@ -131,7 +175,7 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
     {
         errors.insert("password".into(), problems);
     }
-    let echo = json!({"username": username.chars().take(USERNAME_MAX).collect::<String>(), "email": email, "is_staff": is_staff});
+    let echo = json!({"username": username.chars().take(USERNAME_MAX).collect::<String>(), "email": email, "is_staff": is_staff, "is_superuser": is_superuser});
     if !errors.is_empty() {
         return users_page(
             &state,
@@ -154,6 +198,7 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
         .create_user(NewUser {
             email,
             is_staff,
+            is_superuser,
             password_hash: Some(hash),
             ..NewUser::new(username)
         })
@@ -229,11 +274,24 @@ async fn user_page(
 ) -> PageResult {
     let tokens = state.tokens.list(user.id).await?;
     let sessions = state.sessions.list(user.id).await?;
+    let apps = super::authorized_apps_json(state, user.id).await?;
     let current = visitor
         .session
         .as_ref()
         .filter(|s| s.user.id == user.id)
         .map(|s| s.record.id);
+    // The forms are shown only to who may use them; the handlers check again.
+    let manage = visitor
+        .session
+        .as_ref()
+        .and_then(|s| Admin::admit(&s.user).ok())
+        .map(|admin| {
+            (
+                admin.may_manage(user),
+                admin.may_create(Rank::Staff).is_ok(),
+            )
+        });
+    let (can_manage, can_set_roles) = manage.unwrap_or((false, false));
     let mut context = Map::new();
     context.insert("section".into(), json!("admin"));
     context.insert("admin".into(), json!(true));
@@ -243,6 +301,13 @@ async fn user_page(
         "sessions".into(),
         sessions_json(state, &sessions, user, current),
     );
+    context.insert("authorized_apps".into(), apps);
+    context.insert("can_manage".into(), json!(can_manage));
+    context.insert(
+        "can_set_roles".into(),
+        json!(can_manage && can_set_roles && current.is_none()),
+    );
+    context.insert("locked".into(), json!(Refusal::Outranked.message()));
     context.insert("notice".into(), json!(notice));
     context.insert("error".into(), json!(error));
     context.insert("field_errors".into(), Value::Object(field_errors));
@@ -257,7 +322,7 @@ pub(crate) async fn detail(
     headers: HeaderMap,
 ) -> PageResult {
     let visitor = Visitor::load(&state, &headers).await?;
-    staff(
+    administrator(
         &visitor,
         &format!(
             "/admin/users/{}/",
@@ -286,31 +351,38 @@ fn back(user: &User, notice: &str) -> axum::response::Response {
     )
 }
 
+/// A checked admin form about the user in the path: the administrator, the user, and the
+/// form. The visitor's rights on the user are checked by the caller, per action.
+async fn admin_form(
+    state: &AppState,
+    id: &str,
+    request: Request,
+) -> Result<(CheckedForm, ActiveSession, User), PageError> {
+    let form = CheckedForm::read(state, request).await?;
+    let me = administrator(&form.visitor, "/admin/")?;
+    let user = subject(state, id).await?;
+    Ok((form, me, user))
+}
+
 /// `POST /admin/users/<id>/active/` (`active=true|false`).
 pub(crate) async fn set_active(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: Request,
 ) -> PageResult {
-    let form = CheckedForm::read(&state, request).await?;
-    let me = staff(&form.visitor, "/admin/")?;
-    let user = subject(&state, &id).await?;
+    let (form, me, user) = admin_form(&state, &id, request).await?;
     let active = match form.field("active").as_str() {
         "true" => true,
         "false" => false,
         _ => return Err(PageError::BadRequest("Unknown action.".into())),
     };
-    if !active && user.id == me.user.id {
-        return user_page(
-            &state,
-            form.visitor,
-            StatusCode::BAD_REQUEST,
-            &user,
-            None,
-            Some("You cannot deactivate your own account."),
-            Map::new(),
-        )
-        .await;
+    let action = if active {
+        AdminAction::Reactivate
+    } else {
+        AdminAction::Deactivate
+    };
+    if let Err(refusal) = permit(&me, action, &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
     }
     if !state
         .stores
@@ -330,15 +402,42 @@ pub(crate) async fn set_active(
     ))
 }
 
+/// `POST /admin/users/<id>/roles/` (`is_staff`, `is_superuser` checkboxes: absent = off).
+pub(crate) async fn set_roles(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> PageResult {
+    let (form, me, user) = admin_form(&state, &id, request).await?;
+    let is_staff = form.field("is_staff") == "on";
+    let is_superuser = form.field("is_superuser") == "on";
+    let rank = Rank::from_flags(is_staff, is_superuser);
+    if let Err(refusal) = permit(&me, AdminAction::SetRank(rank), &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
+    }
+    if !state
+        .stores
+        .users
+        .set_roles(user.id, is_staff, is_superuser)
+        .await?
+    {
+        return Err(PageError::NotFound);
+    }
+    // Cached checks carry the user's flags: a demoted administrator loses the pages at once.
+    forget_user(&state, user.id).await;
+    Ok(back(&user, "roles-set"))
+}
+
 /// `POST /admin/users/<id>/password/` (`password1`, `password2`).
 pub(crate) async fn reset_password(
     State(state): State<AppState>,
     Path(id): Path<String>,
     request: Request,
 ) -> PageResult {
-    let form = CheckedForm::read(&state, request).await?;
-    let me = staff(&form.visitor, "/admin/")?;
-    let user = subject(&state, &id).await?;
+    let (form, me, user) = admin_form(&state, &id, request).await?;
+    if let Err(refusal) = permit(&me, AdminAction::SetPassword, &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
+    }
     let new1 = form.field("password1");
     let new2 = form.field("password2");
     let problems = password_problems(&user.username, &new1, &new2);
@@ -380,9 +479,10 @@ pub(crate) async fn revoke_token(
     Path((id, token)): Path<(String, String)>,
     request: Request,
 ) -> PageResult {
-    let form = CheckedForm::read(&state, request).await?;
-    staff(&form.visitor, "/admin/")?;
-    let user = subject(&state, &id).await?;
+    let (form, me, user) = admin_form(&state, &id, request).await?;
+    if let Err(refusal) = permit(&me, AdminAction::RevokeToken, &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
+    }
     if !state
         .tokens
         .revoke(user.id, TokenId(parse_id(&token)?))
@@ -399,9 +499,10 @@ pub(crate) async fn end_session(
     Path((id, session)): Path<(String, String)>,
     request: Request,
 ) -> PageResult {
-    let form = CheckedForm::read(&state, request).await?;
-    staff(&form.visitor, "/admin/")?;
-    let user = subject(&state, &id).await?;
+    let (form, me, user) = admin_form(&state, &id, request).await?;
+    if let Err(refusal) = permit(&me, AdminAction::EndSession, &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
+    }
     if !state
         .sessions
         .end(user.id, SessionId(parse_id(&session)?))
@@ -410,4 +511,21 @@ pub(crate) async fn end_session(
         return Err(PageError::NotFound);
     }
     Ok(back(&user, "session-ended"))
+}
+
+/// `POST /admin/users/<id>/applications/<app>/revoke/`: ends the tokens and pending codes
+/// the user gave the application, as the user's own account page does.
+pub(crate) async fn revoke_application(
+    State(state): State<AppState>,
+    Path((id, app)): Path<(String, String)>,
+    request: Request,
+) -> PageResult {
+    let (form, me, user) = admin_form(&state, &id, request).await?;
+    if let Err(refusal) = permit(&me, AdminAction::RevokeApplication, &user) {
+        return refusal_page(&state, form.visitor, &user, refusal).await;
+    }
+    if !revoke_application_grant(&state, user.id, ApplicationId(parse_id(&app)?)).await? {
+        return Err(PageError::NotFound);
+    }
+    Ok(back(&user, "app-revoked"))
 }

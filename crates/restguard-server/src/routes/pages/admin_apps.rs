@@ -1,12 +1,13 @@
-//! `/admin/applications/` (staff only): register, list, delete OAuth2 applications and
-//! replace their secrets (the page twin of `restguard app …`).
+//! `/admin/applications/` (staff only): register, list, change (post-logout redirect URIs,
+//! allowed scopes), delete OAuth2 applications and replace their secrets (the page twin of
+//! `restguard app …`).
 
 use axum::{
     extract::{Path, Request, State},
     http::{HeaderMap, StatusCode},
 };
 use restguard::digest::random_secret;
-use restguard_core::store::{ApplicationId, ClientType, NewApplication};
+use restguard_core::store::{ApplicationId, ApplicationUpdate, ClientType, NewApplication};
 use restguard_oauth2::provider::CLIENT_SECRET_PREFIX;
 use serde_json::{json, Map, Value};
 use time::OffsetDateTime;
@@ -16,12 +17,9 @@ use crate::app::AppState;
 
 const PATH: &str = "/admin/applications/";
 
+/// Applications are run by any administrator (`admin_rights`: active staff).
 fn require_staff(visitor: &Visitor) -> Result<(), PageError> {
-    let session = visitor.require(PATH)?;
-    if !(session.user.is_staff || session.user.is_superuser) || !session.user.is_active {
-        return Err(PageError::Forbidden);
-    }
-    Ok(())
+    super::admin::administrator(visitor, PATH).map(drop)
 }
 
 async fn page(
@@ -41,6 +39,8 @@ async fn page(
                 "client_type": a.client_type.as_str(),
                 "grant_types": a.grant_types,
                 "redirect_uris": a.redirect_uris,
+                "post_logout_redirect_uris": a.post_logout_redirect_uris,
+                "allowed_scopes": a.allowed_scopes,
                 "skip_authorization": a.skip_authorization,
                 "algorithm": a.algorithm,
             })
@@ -77,13 +77,9 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
             grants.push(grant.to_owned());
         }
     }
-    let redirect_uris: Vec<String> = form
-        .field("redirect_uris")
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(str::to_owned)
-        .collect();
+    let redirect_uris = uri_lines(&form.field("redirect_uris"));
+    let post_logout_redirect_uris = uri_lines(&form.field("post_logout_redirect_uris"));
+    let scopes = restguard_oauth2::form::parse_scope(&form.field("scopes"));
     let mut problem = None;
     if name.is_empty() || name.chars().count() > 100 {
         problem = Some("Give the application a name (at most 100 characters).".to_owned());
@@ -94,12 +90,12 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
     } else if client_type == ClientType::Public && grants.iter().any(|g| g == "client_credentials")
     {
         problem = Some("A public client cannot use client credentials.".into());
-    } else if let Some(e) = redirect_uris.iter().find_map(|u| {
-        restguard_oauth2::client::check_redirect_uri(u)
-            .err()
-            .map(|e| format!("{u}: {e}"))
-    }) {
+    } else if let Some(e) = uri_problem(&redirect_uris) {
         problem = Some(format!("Invalid redirect URI {e}"));
+    } else if let Some(e) = uri_problem(&post_logout_redirect_uris) {
+        problem = Some(format!("Invalid post-logout redirect URI {e}"));
+    } else if let Err(e) = &scopes {
+        problem = Some(scope_problem(e));
     }
     if let Some(problem) = problem {
         let mut context = Map::new();
@@ -118,7 +114,8 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
             secret_digest: secret.as_deref().map(|s| state.oauth.digester().digest(s)),
             grant_types: grants,
             redirect_uris,
-            allowed_scopes: restguard_oauth2::form::split_scope(&form.field("scopes")),
+            post_logout_redirect_uris,
+            allowed_scopes: scopes.unwrap_or_default(),
             skip_authorization: !form.field("skip_authorization").is_empty(),
             algorithm: if form.field("algorithm") == "EdDSA" {
                 "EdDSA"
@@ -139,6 +136,31 @@ pub(crate) async fn create(State(state): State<AppState>, request: Request) -> P
     page(&state, form.visitor, StatusCode::CREATED, context).await
 }
 
+/// One URI per line, blank lines skipped.
+fn uri_lines(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The first URI refused at registration, with the reason.
+fn uri_problem(uris: &[String]) -> Option<String> {
+    uris.iter().find_map(|u| {
+        restguard_oauth2::client::check_redirect_uri(u)
+            .err()
+            .map(|e| format!("{u}: {e}"))
+    })
+}
+
+fn scope_problem(e: &restguard_oauth2::OAuthError) -> String {
+    format!(
+        "Invalid scopes: {}",
+        e.description.as_deref().unwrap_or("malformed")
+    )
+}
+
 async fn by_id(
     state: &AppState,
     id: &str,
@@ -156,6 +178,49 @@ async fn by_id(
         .ok_or(PageError::NotFound)
 }
 
+/// `POST /admin/applications/<id>/settings/` (`post_logout_redirect_uris`, one per line;
+/// `scopes`, space-separated, empty for the server's default set): replaces both. Only an
+/// administrator grants `introspection`, by listing it here (or with the CLI).
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    request: Request,
+) -> PageResult {
+    let form = CheckedForm::read(&state, request).await?;
+    require_staff(&form.visitor)?;
+    let app = by_id(&state, &id).await?;
+    let post_logout_redirect_uris = uri_lines(&form.field("post_logout_redirect_uris"));
+    let problem = match restguard_oauth2::form::parse_scope(&form.field("scopes")) {
+        Err(e) => Err(scope_problem(&e)),
+        Ok(scopes) => match uri_problem(&post_logout_redirect_uris) {
+            Some(e) => Err(format!("Invalid post-logout redirect URI {e}")),
+            None => Ok(scopes),
+        },
+    };
+    let scopes = match problem {
+        Ok(scopes) => scopes,
+        Err(problem) => {
+            let mut context = Map::new();
+            context.insert("error".into(), json!(problem));
+            return page(&state, form.visitor, StatusCode::BAD_REQUEST, context).await;
+        }
+    };
+    state
+        .stores
+        .oauth
+        .update_application(
+            &app.client_id,
+            ApplicationUpdate {
+                post_logout_redirect_uris: Some(post_logout_redirect_uris),
+                allowed_scopes: Some(scopes),
+            },
+        )
+        .await?
+        .ok_or(PageError::NotFound)?;
+    state.oauth.forget_cached().await;
+    Ok(redirect(StatusCode::SEE_OTHER, PATH, Vec::new()))
+}
+
 /// `POST /admin/applications/<id>/delete/`: and every code and token issued to it.
 pub(crate) async fn delete(
     State(state): State<AppState>,
@@ -170,7 +235,7 @@ pub(crate) async fn delete(
         .oauth
         .delete_application(&app.client_id)
         .await?;
-    state.oauth.forget_cached();
+    state.oauth.forget_cached().await;
     Ok(redirect(StatusCode::SEE_OTHER, PATH, Vec::new()))
 }
 
@@ -194,7 +259,7 @@ pub(crate) async fn rotate_secret(
         .oauth
         .set_client_secret(&app.client_id, Some(digest))
         .await?;
-    state.oauth.forget_cached();
+    state.oauth.forget_cached().await;
     let mut context = Map::new();
     context.insert(
         "new_secret".into(),

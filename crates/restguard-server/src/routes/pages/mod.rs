@@ -10,6 +10,7 @@
 pub(crate) mod account;
 pub(crate) mod admin;
 pub(crate) mod admin_apps;
+pub(crate) mod admin_rights;
 pub(crate) mod auth;
 
 use std::sync::OnceLock;
@@ -33,7 +34,7 @@ use crate::{
     routes::session::{csrf_check, csrf_cookie, read_request},
 };
 
-const TEMPLATES: [(&str, &str); 12] = [
+const TEMPLATES: [(&str, &str); 13] = [
     ("base.html", include_str!("../../../templates/base.html")),
     ("login.html", include_str!("../../../templates/login.html")),
     (
@@ -60,6 +61,10 @@ const TEMPLATES: [(&str, &str); 12] = [
     (
         "_sessions_table.html",
         include_str!("../../../templates/_sessions_table.html"),
+    ),
+    (
+        "_apps_table.html",
+        include_str!("../../../templates/_apps_table.html"),
     ),
     (
         "oauth_authorize.html",
@@ -159,6 +164,8 @@ pub(crate) enum PageError {
     LoginRequired(String),
     /// Signed in but not allowed (403).
     Forbidden,
+    /// Signed in, allowed in, but not to do this (403 with the reason).
+    Refused(&'static str),
     /// No such thing (404).
     NotFound,
     /// A malformed request (400).
@@ -238,6 +245,13 @@ impl IntoResponse for PageError {
                 StatusCode::FORBIDDEN,
                 "Forbidden (403)",
                 "You do not have permission to view this page.",
+                None,
+                None,
+            ),
+            PageError::Refused(message) => error_page(
+                StatusCode::FORBIDDEN,
+                "Forbidden (403)",
+                message,
                 None,
                 None,
             ),
@@ -424,7 +438,7 @@ pub(crate) fn user_json(user: &User) -> Value {
         "email": user.email,
         "full_name": full_name,
         "is_active": user.is_active,
-        "is_staff": user.is_staff || user.is_superuser,
+        "is_staff": user.is_staff,
         "is_superuser": user.is_superuser,
         "date_joined": when(user.date_joined),
         "last_login": user.last_login.map(when),
@@ -556,11 +570,51 @@ pub(crate) async fn forget_user(state: &AppState, id: restguard_core::UserId) {
     state.tokens.forget_user(id);
     state.sessions.forget_user(id);
     state.jwt.forget_user(id);
+    state.oauth.forget_user(id);
     crate::scaleout::announce(
         state.invalidations.as_ref(),
         restguard_core::invalidation::Invalidation::User(id),
     )
     .await;
+}
+
+/// The OAuth2 applications a user has authorized, for templates.
+pub(crate) async fn authorized_apps_json(
+    state: &AppState,
+    user_id: restguard_core::UserId,
+) -> Result<Value, PageError> {
+    let apps = state
+        .stores
+        .oauth
+        .authorized_applications(user_id, OffsetDateTime::now_utc())
+        .await?;
+    Ok(Value::Array(
+        apps.iter()
+            .map(|a| {
+                json!({
+                    "id": a.application.id.0,
+                    "client_id": a.application.client_id,
+                    "name": a.application.name,
+                    "scopes": a.scopes,
+                    "last_issued": when(a.last_issued),
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// Revokes what a user granted an application (CONTRACT §6): its tokens and its unexpired
+/// codes end at once, on every instance. `false` when there was nothing to revoke.
+pub(crate) async fn revoke_application_grant(
+    state: &AppState,
+    user_id: restguard_core::UserId,
+    application: restguard_core::store::ApplicationId,
+) -> Result<bool, PageError> {
+    Ok(state
+        .oauth
+        .revoke_authorization(user_id, application)
+        .await?
+        > 0)
 }
 
 /// `GET /static/restguard.css`.
